@@ -1,0 +1,1 @@
+"""Fixtures for a real redis server on loopback (filled in by its owner)."""

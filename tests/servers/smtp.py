@@ -1,0 +1,1 @@
+"""Fixtures for a real smtp server on loopback (filled in by its owner)."""
