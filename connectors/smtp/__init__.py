@@ -1,0 +1,22 @@
+"""The ``smtp`` connector: send mail through an SMTP server, or capture it to ``.eml`` files.
+
+Action ``send`` (the default) takes the keys of SPEC section 4 (``from``, ``to``, ``cc``,
+``bcc``, ``reply-to``, ``subject``, ``body``, ``body-file``, ``content-type``, ``text-body``,
+``attachments``, ``headers``, ``importance``, ``sensitivity``, ``read-receipt``,
+``follow-up``, and per-request ``target``, ``port``, ``security``, ``username``,
+``password``, ``timeout``) and answers::
+
+    {"result": "success", "message-id": "<...>", "accepted": [...], "refused": {"addr": "550 ..."}}
+
+plus ``"eml"`` (the stored file) when the config names a ``capture-dir``.
+
+Modules: :mod:`.schema` (JSON Schemas), :mod:`.attachments` (roots, limits, loading),
+:mod:`.message` (building the message), :mod:`.session` (the SMTP transaction and its errors),
+:mod:`.connector` (the :class:`SmtpConnector` tying them together).
+"""
+
+from __future__ import annotations
+
+from connectors.smtp.connector import SmtpConnector
+
+__all__ = ["SmtpConnector"]

@@ -1,0 +1,153 @@
+"""The :class:`SmtpConnector`: checks a send request, builds the message and delivers it.
+
+Order of work, so that nothing is delivered when any input is bad: header fields and addresses
+(-2), the plaintext-auth guard (-9), then body file and attachments (-9, -3, -7, and for URLs
+-4/-6/-1), then the message is built and only then a connection is opened.
+
+The SMTP connection is made in one overridable place, :meth:`SmtpConnector.open_connection`,
+and given back through :meth:`SmtpConnector.release_connection`; a pooling subclass or a test
+double replaces those two methods without patching :mod:`smtplib`.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from connectors.base import Connector, ConnectorCall
+from connectors.capture import STORED_AS, capture_server
+from connectors.smtp.attachments import AttachmentRules, load_attachments, read_body_file
+from connectors.smtp.message import POLICY, build_message, read_addressing, read_headers
+from connectors.smtp.schema import CONFIG_ONLY, CONFIG_SCHEMA, SEND_SCHEMA
+from connectors.smtp.session import Delivery, ServerSettings, open_session, transfer
+from runtime.errors import Forbidden, InternalError, InvalidRequest
+
+__all__ = ["SmtpConnector"]
+
+logger = logging.getLogger(__name__)
+
+
+class SmtpConnector(Connector):
+    """Connector type ``smtp``: one action, ``send``.
+
+    >>> connector = SmtpConnector("mail", {"target": "127.0.0.1", "security": "none"})
+    >>> connector.prepare({"to": "a@example.org", "from": "b@example.org"})[0]
+    'send'
+    """
+
+    type: ClassVar[str] = "smtp"
+    description: ClassVar[str] = "Send mail through an SMTP server"
+    config_schema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
+    request_schemas: ClassVar[dict[str, dict[str, Any]]] = {"send": SEND_SCHEMA}
+    default_action: ClassVar[str] = "send"
+
+    def prepare(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """As :meth:`Connector.prepare`, but keys that guard the host may come only from the config.
+
+        A request naming ``attachment-roots``, ``attachment_size``, ``capture-dir``,
+        ``tls-verify``, ``ca-file`` or ``allow-plaintext-auth`` is refused (-9).
+        """
+        for key in sorted(CONFIG_ONLY):
+            if key in request:
+                raise Forbidden(f"{key!r} can be set only in the connector config, not in a request")
+        return super().prepare(request)
+
+    # -- the connection seam ---------------------------------------------------------------
+
+    def open_connection(self, server: ServerSettings) -> smtplib.SMTP:
+        """Return an SMTP connection to ``server``: connected, secured and authenticated.
+
+        The one place connections are made; override it to pool connections or to stand in a fake.
+        """
+        return open_session(server)
+
+    def release_connection(self, smtp: smtplib.SMTP, *, reusable: bool) -> None:
+        """Give back a connection from :meth:`open_connection`; ``reusable`` is False after a failure."""
+        try:
+            if reusable:
+                smtp.quit()
+        except (smtplib.SMTPException, OSError) as exc:
+            logger.debug("QUIT failed after delivery: %s", type(exc).__name__)
+        finally:
+            smtp.close()
+
+    # -- the action -----------------------------------------------------------------------
+
+    def action_send(self, request: Mapping[str, Any], call: ConnectorCall) -> dict[str, Any]:
+        """Send one message; see the package docstring for keys and output."""
+        timeout_ms = min(int(request.get("timeout") or call.timeout_ms), call.timeout_ms)
+        addressing = read_addressing(request)
+        extra_headers = read_headers(request)
+        capture_dir = request.get("capture-dir")
+        server = None if capture_dir else ServerSettings.from_settings(request, timeout_ms=timeout_ms)
+        if server is not None:
+            if not server.host:
+                raise InvalidRequest("'target' is required")
+            server.check_auth_allowed()
+
+        rules = AttachmentRules.from_settings(request, timeout_s=timeout_ms / 1000.0)
+        body = self._body(request, rules)
+        attachments = load_attachments(request.get("attachments"), rules)
+        message = build_message(request, addressing, extra_headers, body, attachments)
+        raw = _encode(message)
+        message_id = str(message["Message-ID"])
+
+        capture = None
+        if server is None:
+            capture = capture_server(str(capture_dir))
+            server = ServerSettings(capture.host, capture.port, security="none", timeout_ms=timeout_ms)
+        delivery = self.deliver(server, addressing.sender.addr_spec, addressing.recipients, raw)
+
+        output: dict[str, Any] = {
+            "result": "success",
+            "message-id": message_id,
+            "accepted": delivery.accepted,
+            "refused": delivery.refused,
+        }
+        if capture is not None:
+            output["eml"] = str(_stored_path(capture.directory, delivery.data_reply))
+        summary = f"sent {message_id} via {server.where}: {len(delivery.accepted)} accepted"
+        if delivery.refused:
+            summary += f", {len(delivery.refused)} refused"
+        logger.info("%s", summary)
+        call.log("info", summary)
+        return output
+
+    def deliver(self, server: ServerSettings, sender: str, recipients: list[str], raw: bytes) -> Delivery:
+        """Run one SMTP transaction over a connection from :meth:`open_connection`."""
+        smtp = self.open_connection(server)
+        delivered = False
+        try:
+            delivery = transfer(smtp, server, sender, recipients, raw)
+            delivered = True
+            return delivery
+        finally:
+            self.release_connection(smtp, reusable=delivered)
+
+    @staticmethod
+    def _body(request: Mapping[str, Any], rules: AttachmentRules) -> str:
+        if request.get("body-file") is not None:
+            if request.get("body") is not None:
+                raise InvalidRequest("give 'body' or 'body-file', not both")
+            return read_body_file(str(request["body-file"]), rules)
+        return str(request.get("body") or "")
+
+
+def _encode(message: EmailMessage) -> bytes:
+    """The message as sent on the wire (CRLF line ends)."""
+    try:
+        return message.as_bytes(policy=POLICY)
+    except Exception as exc:  # email's folding and encoders raise several types on odd input
+        raise InvalidRequest(f"the message cannot be encoded: {type(exc).__name__}") from exc
+
+
+def _stored_path(directory: Path, reply: str) -> Path:
+    """The file the capture server named in its DATA reply."""
+    _, found, name = reply.partition(STORED_AS)
+    name = name.split()[0] if name.split() else ""
+    if not found or not name or "/" in name:
+        raise InternalError(f"capture server gave no file name: {reply!r}")
+    return directory / name

@@ -1,0 +1,239 @@
+"""Building the outgoing message with the standard ``email`` package.
+
+:func:`read_addressing` and :func:`read_headers` check everything a caller wrote into header
+fields (addresses, subject, extra headers) before any file is touched; :func:`build_message`
+then assembles an :class:`~email.message.EmailMessage`. Encoding is left to ``email``:
+non-ASCII subjects and display names become RFC 2047 encoded words, non-ASCII attachment file
+names RFC 2231 parameters, and text parts are 7bit only when every line is short ASCII,
+else quoted-printable or base64, so no line over 998 octets ever reaches the wire. ``From ``
+at the start of a body line is left alone (the SMTP policy does not mangle it).
+
+Bcc recipients are kept in :class:`Addressing` for the envelope and never become a header.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from email.headerregistry import Address, Group
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from html.parser import HTMLParser
+from typing import Any, Mapping, Sequence
+
+from connectors.addresses import parse_address, parse_address_list, refuse_line_breaks
+from connectors.smtp.attachments import Attachment
+from runtime.errors import InvalidRequest
+
+__all__ = ["POLICY", "Addressing", "read_addressing", "read_headers", "build_message", "html_to_text"]
+
+# SMTP line endings; 7bit-safe output so no relay needs 8BITMIME.
+POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+_FIELD_NAME = re.compile(r"^[!-9;-~]+$")
+
+# Headers the connector writes from its own keys; ``headers`` may not set them.
+_RESERVED = {
+    "from": "from", "to": "to", "cc": "cc", "bcc": "bcc", "reply-to": "reply-to", "subject": "subject",
+    "date": "", "message-id": "", "mime-version": "", "content-type": "content-type",
+    "content-transfer-encoding": "", "content-disposition": "",
+}
+
+_IMPORTANCE = {
+    "high": ("High", "1 (Highest)", "High"),
+    "normal": ("Normal", "3 (Normal)", "Normal"),
+    "low": ("Low", "5 (Lowest)", "Low"),
+}
+_SENSITIVITY = {"personal": "Personal", "private": "Private", "confidential": "Company-Confidential"}
+
+
+@dataclass
+class Addressing:
+    """Who the message is from and to; ``bcc`` goes only into the SMTP envelope."""
+
+    sender: Address
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    bcc: list[Address] = field(default_factory=list)
+    reply_to: list[Address] = field(default_factory=list)
+
+    @property
+    def recipients(self) -> list[str]:
+        """Envelope recipients (to, cc, bcc) in ASCII, each once, in order."""
+        seen: dict[str, None] = {}
+        for address in (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(address.addr_spec, None)
+        return list(seen)
+
+
+def read_addressing(settings: Mapping[str, Any]) -> Addressing:
+    """Parse ``from``, ``to``, ``cc``, ``bcc`` and ``reply-to``; -2 naming the field at fault."""
+    if not settings.get("from"):
+        raise InvalidRequest("'from' is required")
+    addressing = Addressing(
+        sender=parse_address(settings["from"], "from"),
+        to=parse_address_list(settings.get("to"), "to"),
+        cc=parse_address_list(settings.get("cc"), "cc"),
+        bcc=parse_address_list(settings.get("bcc"), "bcc"),
+        reply_to=parse_address_list(settings.get("reply-to"), "reply-to"),
+    )
+    if not addressing.recipients:
+        raise InvalidRequest("'to' is required (at least one of to, cc, bcc)")
+    return addressing
+
+
+def read_headers(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Check ``subject`` and the extra ``headers``; return the extra headers as (name, value)."""
+    for key in ("subject", "content-type"):
+        if isinstance(settings.get(key), str):
+            refuse_line_breaks(settings[key], key)
+    extra: list[tuple[str, str]] = []
+    for name, value in (settings.get("headers") or {}).items():
+        refuse_line_breaks(name, "header name")
+        if not _FIELD_NAME.match(name):
+            raise InvalidRequest(f"invalid header name {name!r}")
+        if name.lower() in _RESERVED:
+            key = _RESERVED[name.lower()]
+            hint = f"; use the {key!r} key" if key else " by the connector"
+            raise InvalidRequest(f"header {name} cannot be set in 'headers'{hint}")
+        text = str(value)
+        refuse_line_breaks(text, f"header {name}")
+        extra.append((name, text))
+    return extra
+
+
+def _set(message: EmailMessage, name: str, value: Any) -> None:
+    """Set a header, replacing one of the same name; a value ``email`` rejects is -2."""
+    del message[name]
+    try:
+        message[name] = value
+    except Exception as exc:  # the header registry raises ValueError, IndexError, HeaderParseError...
+        raise InvalidRequest(f"invalid value for header {name}") from exc
+
+
+def _flag_headers(settings: Mapping[str, Any], sender: Address, now: datetime) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    importance = settings.get("importance")
+    if importance is True:
+        importance = "high"
+    if importance in _IMPORTANCE:
+        level, priority, ms_priority = _IMPORTANCE[importance]
+        headers += [("Importance", level), ("X-Priority", priority), ("X-MSMail-Priority", ms_priority)]
+    if settings.get("sensitivity") in _SENSITIVITY:
+        headers.append(("Sensitivity", _SENSITIVITY[settings["sensitivity"]]))
+    if settings.get("read-receipt") is True:
+        headers.append(("Disposition-Notification-To", str(Address(addr_spec=sender.addr_spec))))
+    follow_up = settings.get("follow-up")
+    if follow_up in ("today", "tomorrow"):
+        day = now.date() + timedelta(days=1 if follow_up == "tomorrow" else 0)
+        due = datetime.combine(day, time(23, 59, 59), tzinfo=now.tzinfo)
+        headers += [("X-Message-Flag", "Follow up"), ("Reply-By", format_datetime(due))]
+    return headers
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the readable text of an HTML document, one line per block element."""
+
+    _BLOCKS = {"p", "div", "br", "tr", "table", "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+               "blockquote", "pre", "hr", "section", "article", "header", "footer", "title"}
+    _HIDDEN = {"script", "style", "head"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = [""]
+        self._hidden = 0
+        self._links: list[str | None] = []
+
+    def _newline(self) -> None:
+        if self.lines[-1].strip():
+            self.lines.append("")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._HIDDEN:
+            self._hidden += 1
+        elif tag in self._BLOCKS:
+            self._newline()
+            if tag == "li":
+                self.lines[-1] = "- "
+        elif tag == "a":
+            self._links.append(dict(attrs).get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag in self._BLOCKS:
+            self._newline()
+        elif tag == "a" and self._links:
+            href = self._links.pop()
+            if href and not href.startswith(("#", "javascript:")) and href not in self.lines[-1]:
+                self.lines[-1] += f" <{href}>"
+
+    def handle_data(self, data: str) -> None:
+        if self._hidden:
+            return
+        text = re.sub(r"\s+", " ", data)
+        if not self.lines[-1] or self.lines[-1].endswith((" ", "- ")):
+            text = text.lstrip()
+        self.lines[-1] += text
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text rendering of ``html`` for the text part of ``multipart/alternative``.
+
+    >>> html_to_text("<p>Hello <b>world</b> &amp; all</p><ul><li>one</li><li>two</li></ul>")
+    'Hello world & all\\n- one\\n- two\\n'
+    """
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = [line.strip() for line in parser.lines]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def build_message(
+    settings: Mapping[str, Any],
+    addressing: Addressing,
+    extra_headers: Sequence[tuple[str, str]],
+    body: str,
+    attachments: Sequence[Attachment],
+    *,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """Assemble the message: headers, the body in ``content-type``, then the attachments."""
+    now = now or datetime.now().astimezone()
+    message = EmailMessage(policy=POLICY)
+    _set(message, "From", addressing.sender)
+    if addressing.to:
+        _set(message, "To", addressing.to)
+    elif not addressing.cc:
+        _set(message, "To", Group("undisclosed-recipients"))
+    if addressing.cc:
+        _set(message, "Cc", addressing.cc)
+    if addressing.reply_to:
+        _set(message, "Reply-To", addressing.reply_to)
+    if settings.get("subject") is not None:
+        _set(message, "Subject", settings["subject"])
+    _set(message, "Date", format_datetime(now))
+    _set(message, "Message-ID", make_msgid(domain=addressing.sender.domain))
+    for name, value in [*_flag_headers(settings, addressing.sender, now), *extra_headers]:
+        _set(message, name, value)
+
+    content_type = settings.get("content-type") or "text/html"
+    if content_type == "text/plain":
+        message.set_content(body)
+    elif content_type == "multipart/alternative":
+        text = settings.get("text-body")
+        message.set_content(text if text is not None else html_to_text(body))
+        message.add_alternative(body, subtype="html")
+    else:
+        message.set_content(body, subtype="html")
+
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
+    for part in message.walk():
+        if part is not message:
+            del part["MIME-Version"]  # ``email`` adds one to every part it creates; only the top needs it
+    return message

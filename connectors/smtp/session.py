@@ -1,0 +1,233 @@
+"""One SMTP transaction with :mod:`smtplib`, and the translation of its errors at this boundary.
+
+:func:`open_session` connects, secures (``tls``: implicit TLS; ``starttls``: required, never a
+fallback to plain text) and authenticates. :func:`transfer` runs MAIL FROM, one RCPT TO per
+recipient (so each refusal is known by address) and DATA. :func:`translating` turns socket,
+TLS and smtplib errors into :mod:`runtime.errors`, most specific first, chained with ``from``:
+
+    SMTPAuthenticationError          -> AuthFailed        -5
+    SMTPServerDisconnected (timeout) -> TimedOut          -6
+    SMTPServerDisconnected (other)   -> ConnectFailed     -4
+    SMTPConnectError                 -> ConnectFailed     -4
+    SMTPResponseException 4xx / 5xx  -> TransientFailure / RemoteRefused   -1
+    OSError, ssl.SSLError            -> transport.translate_connect_error  -4 / -6
+
+The password is handed to ``smtplib`` only; no message built here contains it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import smtplib
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+from connectors.transport import require_safe_auth, ssl_context, translate_connect_error
+from runtime.configuration import reveal
+from runtime.errors import (
+    AuthFailed,
+    ConnectFailed,
+    FlintError,
+    RemoteRefused,
+    TimedOut,
+    TransientFailure,
+)
+
+__all__ = ["ServerSettings", "Delivery", "open_session", "transfer", "translating", "refusal", "DEFAULT_PORTS"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how to reach the SMTP server, read once from the merged request.
+
+    >>> ServerSettings.from_settings({"target": "mx.example.org"}, timeout_ms=5000).where
+    'mx.example.org:587'
+    """
+
+    host: str
+    port: int
+    security: str = "starttls"
+    username: str = ""
+    password: Any = field(default=None, repr=False)
+    timeout_ms: int = 60000
+    tls: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, timeout_ms: int) -> "ServerSettings":
+        """Read target, port, security (default ``starttls``, ``tls`` on 465), credentials, TLS keys."""
+        port = settings.get("port")
+        security = settings.get("security") or ("tls" if port == 465 else "starttls")
+        tls = {key: settings[key] for key in ("tls-verify", "ca-file", "allow-plaintext-auth") if key in settings}
+        return cls(
+            host=str(settings.get("target") or ""),
+            port=int(port or DEFAULT_PORTS[security]),
+            security=security,
+            username=str(settings.get("username") or ""),
+            password=settings.get("password"),
+            timeout_ms=timeout_ms,
+            tls=tls,
+        )
+
+    @property
+    def where(self) -> str:
+        """``host:port``, as error messages name the server."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def timeout_s(self) -> float:
+        """The socket timeout in seconds."""
+        return max(self.timeout_ms, 1) / 1000.0
+
+    def check_auth_allowed(self) -> None:
+        """Refuse (-9) credentials in plain text off loopback; before any connection is made."""
+        if self.username:
+            require_safe_auth({"target": self.host, **self.tls}, encrypted=self.security != "none")
+
+
+@dataclass
+class Delivery:
+    """What the server said: accepted and refused recipients, and its reply to DATA."""
+
+    accepted: list[str]
+    refused: dict[str, str]
+    data_reply: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def _local_hostname() -> str:
+    """The name used in EHLO; looked up once per process (getfqdn may query DNS)."""
+    return socket.getfqdn() or "localhost"
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
+
+
+def refusal(code: int, reply: bytes | str, what: str = "") -> RemoteRefused:
+    """The error for an SMTP refusal: TransientFailure for 4xx, else RemoteRefused (both -1).
+
+    >>> str(refusal(550, b"5.1.1 <x@y>: mailbox unavailable", "recipient <x@y>"))
+    'SMTP 550 5.1.1 <x@y>: mailbox unavailable'
+    """
+    text = _text(reply)
+    message = f"SMTP {code} {text}"
+    if what and what.split("<")[-1].rstrip(">") not in text:
+        message += f" ({what})"
+    return (TransientFailure if 400 <= code < 500 else RemoteRefused)(message)
+
+
+@contextlib.contextmanager
+def translating(server: ServerSettings) -> Iterator[None]:
+    """Translate socket, TLS and smtplib errors raised inside into :mod:`runtime.errors`."""
+    try:
+        yield
+    except FlintError:
+        raise
+    except smtplib.SMTPAuthenticationError as exc:
+        raise AuthFailed(f"SMTP authentication failed: {exc.smtp_code} {_text(exc.smtp_error)}") from exc
+    except smtplib.SMTPServerDisconnected as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, TimeoutError):
+            raise TimedOut(f"timed out after {server.timeout_ms} ms talking to {server.where}") from exc
+        if isinstance(cause, OSError):
+            raise translate_connect_error(cause, server.host, server.port, timeout_ms=server.timeout_ms) from exc
+        raise ConnectFailed(f"connection to {server.where} closed by the server") from exc
+    except smtplib.SMTPConnectError as exc:
+        raise ConnectFailed(
+            f"SMTP server {server.where} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}"
+        ) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise refusal(exc.smtp_code, exc.smtp_error) from exc
+    except smtplib.SMTPException as exc:
+        raise RemoteRefused(f"SMTP {server.where}: {exc}") from exc
+    except OSError as exc:  # socket errors, ssl.SSLError, TimeoutError
+        raise translate_connect_error(exc, server.host, server.port, timeout_ms=server.timeout_ms) from exc
+
+
+def _login(smtp: smtplib.SMTP, server: ServerSettings) -> None:
+    if not smtp.has_extn("auth"):
+        hint = " (try security starttls or tls)" if server.security == "none" else ""
+        raise AuthFailed(f"cannot authenticate to {server.where}: the server does not offer AUTH{hint}")
+    try:
+        smtp.login(server.username, str(reveal(server.password) or ""))
+    except smtplib.SMTPAuthenticationError:
+        raise
+    except smtplib.SMTPException as exc:
+        if not isinstance(exc, smtplib.SMTPResponseException):
+            offered = smtp.esmtp_features.get("auth", "").strip() or "none"
+            raise AuthFailed(
+                f"cannot authenticate to {server.where}: no AUTH mechanism in common (server offers: {offered})"
+            ) from exc
+        raise
+
+
+def open_session(server: ServerSettings) -> smtplib.SMTP:
+    """Connect, secure and authenticate; the caller owns the returned connection."""
+    server.check_auth_allowed()
+    smtp: smtplib.SMTP | None = None
+    try:
+        with translating(server):
+            if server.security == "tls":
+                smtp = smtplib.SMTP_SSL(server.host, server.port, local_hostname=_local_hostname(),
+                                        timeout=server.timeout_s, context=ssl_context(server.tls))
+            else:
+                smtp = smtplib.SMTP(server.host, server.port, local_hostname=_local_hostname(),
+                                    timeout=server.timeout_s)
+            smtp.ehlo_or_helo_if_needed()
+            if server.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise ConnectFailed(f"STARTTLS not offered by {server.where}")
+                try:
+                    smtp.starttls(context=ssl_context(server.tls))
+                except smtplib.SMTPResponseException as exc:
+                    raise ConnectFailed(
+                        f"STARTTLS refused by {server.where}: {exc.smtp_code} {_text(exc.smtp_error)}"
+                    ) from exc
+                smtp.ehlo()
+            if server.username:
+                _login(smtp, server)
+    except BaseException:
+        if smtp is not None:
+            smtp.close()
+        raise
+    logger.debug("SMTP session open with %s (%s)", server.where, server.security)
+    return smtp
+
+
+def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients: Sequence[str],
+             raw: bytes) -> Delivery:
+    """MAIL FROM, RCPT TO for each recipient, DATA. Refusing every recipient is -1 and sends nothing."""
+    with translating(server):
+        options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []
+        code, reply = smtp.mail(sender, options)
+        if code != 250:
+            smtp.rset()
+            raise refusal(code, reply, f"sender <{sender}>")
+        accepted: list[str] = []
+        refused: dict[str, str] = {}
+        first: RemoteRefused | None = None
+        for address in recipients:
+            code, reply = smtp.rcpt(address)
+            if code in (250, 251):
+                accepted.append(address)
+            else:
+                refused[address] = f"{code} {_text(reply)}"
+                first = first or refusal(code, reply, f"recipient <{address}>")
+        if not accepted:
+            smtp.rset()
+            assert first is not None
+            if len(refused) > 1:
+                first = type(first)(f"{first.message} (and {len(refused) - 1} more recipients refused)")
+            raise first
+        code, reply = smtp.data(raw)
+        if code != 250:
+            raise refusal(code, reply, "message data")
+    return Delivery(accepted, refused, _text(reply))
