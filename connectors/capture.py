@@ -36,7 +36,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-__all__ = ["CaptureServer", "capture_server", "STORED_AS"]
+__all__ = ["CaptureServer", "FreePortController", "capture_server", "STORED_AS"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class _StoreHandler:
         return f"250 2.0.0 Ok: {STORED_AS}{name}.eml"
 
 
-class _FreePortController(Controller):
-    """A Controller that binds port 0 and learns the port the system chose."""
+class FreePortController(Controller):
+    """An aiosmtpd Controller that accepts ``port=0`` and learns the port the system chose.
+
+    (aiosmtpd's own Controller connects to the requested port to check the server is up.)
+    """
 
     def _trigger_server(self) -> None:
         assert self.server is not None
@@ -108,7 +111,7 @@ class CaptureServer:
         """Start listening (idempotent) and return the port."""
         if self._controller is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            controller = _FreePortController(
+            controller = FreePortController(
                 _StoreHandler(self.directory),
                 hostname=self.host,
                 port=self._requested_port,
