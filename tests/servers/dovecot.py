@@ -2,7 +2,8 @@
 
 ``dovecot`` starts one Dovecot per test session from a generated config in a temporary directory:
 IMAP with STARTTLS, IMAPS, POP3 with STLS and POP3S, certificates issued by a trustme CA. Users
-live in a passwd-file; each test gets a fresh user (``mail_account``) whose mailbox is seeded with
+live in passwd-files, one per user (the path holds ``%u``), so a user added while Dovecot runs
+is seen at once; each test gets a fresh user (``mail_account``) whose mailbox is seeded with
 :data:`SEED` over IMAP APPEND (with INTERNALDATE), so tests that delete or move never disturb
 each other. ``dovecot_plain`` is a second instance with ``ssl = no``, where STARTTLS is not offered.
 
@@ -145,13 +146,14 @@ class DovecotServer:
     _serial: int = field(default=0, repr=False)
 
     def add_user(self) -> "MailAccount":
-        """Add a user with a fresh random password to the passwd-file (Dovecot re-reads it)."""
+        """Add a user with a fresh random password, in a passwd-file of its own (``users/<name>``)."""
         self._serial += 1
         username = f"user{self._serial}@example.test"
         password = secrets.token_urlsafe(18)
         home = self.root / "mail" / username
-        with open(self.root / "passwd", "a", encoding="utf-8") as handle:
-            handle.write(f"{username}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::\n")
+        entry = self.root / "users" / username
+        entry.write_text(f"{username}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::\n", encoding="utf-8")
+        entry.chmod(0o644)
         return MailAccount(self, username, password)
 
 
@@ -243,6 +245,7 @@ protocols = imap pop3
 listen = 127.0.0.1
 {ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 default_login_user = {login_user}
 {internal}first_valid_uid = {uid}
 last_valid_uid = {uid}
@@ -256,11 +259,11 @@ namespace inbox {{
 }}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
+  args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {root}/passwd
+  args = username_format=%u {root}/users/%u
 }}
 {''.join(services)}"""
 
@@ -302,8 +305,7 @@ def _run_dovecot(*, tls: bool) -> Iterator[DovecotServer]:
         uid, gid, login_user = _mail_owner()
         (root / "mail").mkdir()
         os.chown(root / "mail", uid, gid)
-        (root / "passwd").write_text("", encoding="utf-8")
-        (root / "passwd").chmod(0o644)
+        (root / "users").mkdir()
         ca_file = None
         if tls:
             ca = trustme.CA()
