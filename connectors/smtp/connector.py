@@ -48,12 +48,13 @@ class SmtpConnector(Connector):
         """As :meth:`Connector.prepare`, but keys that guard the host may come only from the config.
 
         A request naming ``attachment-roots``, ``attachment_size``, ``capture-dir``,
-        ``tls-verify``, ``ca-file`` or ``allow-plaintext-auth`` is refused (-9).
+        ``tls-verify``, ``ca-file`` or ``allow-plaintext-auth`` is refused (-9). A key set to
+        ``null`` counts as not given (flintbits often pass ``input.get("cc")`` straight on).
         """
         for key in sorted(CONFIG_ONLY):
             if key in request:
                 raise Forbidden(f"{key!r} can be set only in the connector config, not in a request")
-        return super().prepare(request)
+        return super().prepare({key: value for key, value in request.items() if value is not None})
 
     # -- the connection seam ---------------------------------------------------------------
 

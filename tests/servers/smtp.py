@@ -65,16 +65,19 @@ class Received:
 class RecordingHandler:
     """aiosmtpd handler that records each message; refusals are set per test.
 
+    ``transactions`` counts MAIL FROM commands (0 means the connector sent nothing at all).
     ``refuse_rcpt`` maps an address to the reply for its RCPT TO (e.g. ``"550 5.1.1 <x@y>: no"``);
     ``refuse_mail`` / ``refuse_data`` are replies for MAIL FROM / DATA.
     """
 
     received: list[Received] = field(default_factory=list)
+    transactions: int = 0
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     refuse_mail: str | None = None
     refuse_data: str | None = None
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:
+        self.transactions += 1
         if self.refuse_mail:
             return self.refuse_mail
         envelope.mail_from = address
