@@ -187,7 +187,14 @@ def _opener() -> urllib.request.OpenerDirector:
 def _fetch(plan: _Plan, rules: AttachmentRules) -> Attachment:
     shown = _display_url(plan.source)
     parts = urllib.parse.urlsplit(plan.source)
-    request = urllib.request.Request(plan.source, headers={"User-Agent": "flint-runtime smtp connector"})
+    headers = {"User-Agent": "flint-runtime smtp connector"}
+    url = plan.source
+    if parts.username is not None:  # user:password@ in the URL becomes Basic auth, never part of the host
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    request = urllib.request.Request(url, headers=headers)
     try:
         with _opener().open(request, timeout=rules.timeout_s) as response:
             name = response.headers.get_filename() or posixpath.basename(

@@ -256,8 +256,12 @@ class HttpFiles:
         self.directory = directory
         handler = functools.partial(_QuietHandler, directory=str(directory))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
+
+    def stream_url(self, size: int) -> str:
+        """A URL answering ``size`` bytes without a Content-Length header."""
+        return self.url(f"stream/{size}")
 
     def url(self, name: str) -> str:
         """The http:// URL of ``name`` under the served directory."""
@@ -270,6 +274,21 @@ class HttpFiles:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; ``/stream/<n>`` sends n bytes with no Content-Length (read until close)."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/stream/"):
+            size = int(self.path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for start in range(0, size, 65536):
+                    self.wfile.write(b"z" * min(65536, size - start))
+            self.close_connection = True
+            return
+        super().do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
 
