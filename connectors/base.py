@@ -143,5 +143,24 @@ class Connector:
         handler = getattr(self, f"action_{action.replace('-', '_')}")
         return handler(merged, call)
 
+    def check(self, call: ConnectorCall) -> str:
+        """Reach the configured server (``flint check --connect``); return what was checked.
+
+        The default opens and closes a TCP connection to ``target``:``port``; types override it
+        to also greet and authenticate.
+        """
+        import socket
+
+        from connectors.transport import translate_connect_error
+
+        host, port = self.config.get("target"), self.config.get("port")
+        if not host or not port:
+            return "no server configured"
+        try:
+            socket.create_connection((str(host), int(port)), timeout=call.timeout_s).close()
+        except OSError as exc:
+            raise translate_connect_error(exc, str(host), int(port), timeout_ms=call.timeout_ms) from exc
+        return f"reached {host}:{port}"
+
     def close(self) -> None:
         """Release pooled connections; called when the worker child retires the instance."""

@@ -1,0 +1,334 @@
+"""Jobs in Redis: submit, claim, finish, wait, logs, and recovery of jobs whose worker died.
+
+Each queue is a Redis stream read by the consumer group ``workers``: an entry delivered to a worker
+stays in the group's pending list until the worker acknowledges it, so a job whose worker dies is
+never lost. The job itself is a hash whose ``status`` field is the authority: a worker may run a job
+only by moving it from ``submitted`` to ``running`` (atomically, in Lua), and only the worker that
+owns it may finish it. A job therefore runs at most once, unless its flintbit is declared retryable.
+
+Waiting is blocking, not polling: when a job ends an entry is added to its ``done`` stream, and
+waiters block on that stream with ``XREAD BLOCK``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import socket
+import time
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+
+from runtime.envelope import Status, envelope, failure, new_meta, now_ms
+from runtime.errors import FlintError, NotFound, QueueUnavailable, WorkerLost
+from runtime.execution import JobSpec
+from runtime.keys import BITS_QUEUE, GROUP, Keys, connector_queue
+from runtime.settings import Settings
+
+__all__ = ["JobQueue", "connect", "Delivery"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'submitted' then return false end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started', ARGV[2])
+return redis.call('HGET', KEYS[1], 'spec')
+"""
+
+# KEYS: job, log, done, queue stream. ARGV: worker ('' = any owner), status, meta, output, ttl, entry id
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+local owned = status == 'running' and (ARGV[1] == '' or redis.call('HGET', KEYS[1], 'worker') == ARGV[1])
+if ARGV[1] == '' and status == 'submitted' then owned = true end
+if ARGV[6] ~= '' then
+  redis.call('XACK', KEYS[4], 'workers', ARGV[6])
+  redis.call('XDEL', KEYS[4], ARGV[6])
+end
+if not owned then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'meta', ARGV[3], 'output', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('XADD', KEYS[3], '*', 'status', ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+# Requeue a job that never started or is retryable. KEYS: job, old queue stream. ARGV: entry, max attempts
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+redis.call('XDEL', KEYS[2], ARGV[1])
+if status ~= 'submitted' and status ~= 'running' then return 0 end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if status == 'running' and attempts > tonumber(ARGV[2]) then return -1 end
+redis.call('HSET', KEYS[1], 'status', 'submitted', 'worker', '')
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[3])
+return 1
+"""
+
+
+def _redis_location(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"  # never the password in the URL
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A Redis client for ``settings``: the real server, or the process's embedded one."""
+    if settings.embedded:
+        from runtime.embedded import embedded_redis
+
+        return embedded_redis()
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+def _queue_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Translate redis-py connection failures into QueueUnavailable (HTTP 503, CLI message)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "JobQueue", *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, socket.timeout, ConnectionError) as exc:
+            raise QueueUnavailable(f"queue unavailable: cannot reach Redis at {self.location}") from exc
+
+    return wrapper
+
+
+class Delivery:
+    """One stream entry handed to a worker."""
+
+    __slots__ = ("queue", "entry", "jobid")
+
+    def __init__(self, queue: str, entry: str, jobid: str) -> None:
+        self.queue, self.entry, self.jobid = queue, entry, jobid
+
+
+class JobQueue:
+    """The runtime's view of Redis. One per process; thread-safe through redis-py's pool."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.location = "embedded" if settings.embedded else _redis_location(settings.redis_url)
+        self._groups: set[str] = set()
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
+        self._requeue = client.register_script(_REQUEUE)
+
+    # -- submitting and reading jobs -----------------------------------------------------------
+    def _ensure_group(self, queue: str) -> None:
+        if queue in self._groups:
+            return
+        try:
+            self.redis.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self.redis.sadd(self.keys.queues, queue)
+        self._groups.add(queue)
+
+    @_queue_errors
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        return bool(self.redis.ping())
+
+    @_queue_errors
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """Queue ``spec``; return its meta (status ``submitted``)."""
+        queue = BITS_QUEUE if spec.kind == "bit" else connector_queue(spec.target)
+        self._ensure_group(queue)
+        meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
+        meta["timestamp"] = spec.timestamp
+        key = self.keys.job(spec.jobid)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={"status": Status.SUBMITTED.value, "meta": json.dumps(meta),
+                                "spec": spec.to_json(), "queue": queue, "output": "{}",
+                                "retryable": "1" if spec.retryable else ""})
+        pipe.expire(key, self.settings.result_ttl + 7 * 86400)  # a job never taken still goes away
+        pipe.xadd(self.keys.queue(queue), {"job": spec.jobid})
+        pipe.execute()
+        return meta
+
+    @_queue_errors
+    def envelope(self, jobid: str) -> dict[str, Any]:
+        """The envelope as it stands now; NotFound (-3) for an unknown or expired job."""
+        record = self.redis.hmget(self.keys.job(jobid), "status", "meta", "output")
+        if record[0] is None:
+            raise NotFound(f"no such job: {jobid}")
+        meta = json.loads(record[1])
+        if not Status(meta["status"]).final:
+            meta["status"] = record[0]
+        return envelope(meta, json.loads(record[2] or "{}"))
+
+    @_queue_errors
+    def logs(self, jobid: str) -> list[dict[str, Any]]:
+        """The job's log lines ``[{"ts", "level", "message"}]``; NotFound for an unknown job."""
+        lines = self.redis.lrange(self.keys.log(jobid), 0, -1)
+        if not lines and not self.redis.exists(self.keys.job(jobid)):
+            raise NotFound(f"no such job: {jobid}")
+        return [json.loads(line) for line in lines]
+
+    @_queue_errors
+    def append_log(self, jobid: str, lines: Iterable[dict[str, Any]]) -> None:
+        """Add lines to the job's log."""
+        encoded = [json.dumps(line) for line in lines]
+        if encoded:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.rpush(self.keys.log(jobid), *encoded)
+            pipe.expire(self.keys.log(jobid), self.settings.result_ttl + 7 * 86400)
+            pipe.execute()
+
+    @_queue_errors
+    def wait(self, jobid: str, timeout_ms: int | None) -> dict[str, Any]:
+        """Block until the job ends or ``timeout_ms`` pass; return the envelope as it then stands."""
+        current = self.envelope(jobid)
+        deadline = time.monotonic() + (timeout_ms if timeout_ms is not None else current["meta"]["timeout"]) / 1000
+        while not Status(current["meta"]["status"]).final:
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if remaining <= 0:
+                break
+            self.redis.xread({self.keys.done(jobid): "0-0"}, count=1, block=max(remaining, 1))
+            current = self.envelope(jobid)
+        return current
+
+    # -- the worker's side -----------------------------------------------------------------------
+    @_queue_errors
+    def read(self, consumer: str, queues: list[str], block_ms: int) -> Delivery | None:
+        """Take the next entry of ``queues`` for ``consumer``, blocking up to ``block_ms``.
+
+        The consumer group does the delivery; the wake-up is an ``XREAD BLOCK`` from the streams'
+        last ids taken before the group read, so no entry added meanwhile can be missed.
+        """
+        for queue in queues:
+            self._ensure_group(queue)
+        streams = [self.keys.queue(q) for q in queues]
+        watched = streams + [self.keys.wake(consumer)]
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in watched:
+            pipe.xrevrange(stream, count=1)
+        pipe.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=1)
+        *lasts, delivered = pipe.execute()
+        for stream, entries in delivered or []:
+            for entry_id, fields in entries:
+                return Delivery(stream.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
+        if block_ms > 0:
+            since = {s: (last[0][0] if last else "0-0") for s, last in zip(watched, lasts)}
+            self.redis.xread(since, count=1, block=block_ms)
+        return None
+
+    @_queue_errors
+    def wake(self, consumer: str) -> None:
+        """End the blocking read of ``consumer`` now (used to stop a worker promptly)."""
+        self.redis.xadd(self.keys.wake(consumer), {"wake": "1"}, maxlen=1)
+
+    @_queue_errors
+    def claim(self, delivery: Delivery, worker_id: str) -> JobSpec | None:
+        """Move the job to ``running`` for this worker; None (and the entry dropped) if it was taken."""
+        raw = self._claim(keys=[self.keys.job(delivery.jobid)], args=[worker_id, now_ms()])
+        if raw is None:
+            self.redis.xack(self.keys.queue(delivery.queue), GROUP, delivery.entry)
+            self.redis.xdel(self.keys.queue(delivery.queue), delivery.entry)
+            return None
+        return JobSpec.from_json(raw)
+
+    @_queue_errors
+    def mark_retryable(self, jobid: str) -> None:
+        """Record that the job's flintbit declared itself retryable."""
+        self.redis.hset(self.keys.job(jobid), "retryable", "1")
+
+    @_queue_errors
+    def finish(self, jobid: str, result: dict[str, Any], *, worker_id: str, queue: str = "", entry: str = "") -> bool:
+        """Store the final envelope if this worker still owns the job; ack its entry. True if stored."""
+        meta = result["meta"]
+        stored = self._finish(
+            keys=[self.keys.job(jobid), self.keys.log(jobid), self.keys.done(jobid),
+                  self.keys.queue(queue) if queue else self.keys.queue(BITS_QUEUE)],
+            args=[worker_id, meta["status"], json.dumps(meta), json.dumps(result.get("output") or {}),
+                  self.settings.result_ttl, entry],
+        )
+        if not stored:
+            logger.warning("result of %s dropped: the job is no longer owned by %s", jobid, worker_id or "anyone")
+        return bool(stored)
+
+    # -- liveness and recovery -----------------------------------------------------------------
+    @_queue_errors
+    def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
+        """Say this worker is alive for the next ``lost_after`` seconds."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.worker(worker_id), json.dumps(info), px=int(self.settings.lost_after * 1000))
+        pipe.sadd(self.keys.workers, worker_id)
+        pipe.execute()
+
+    @_queue_errors
+    def retire(self, worker_id: str) -> None:
+        """Forget a worker that stops cleanly."""
+        self.redis.delete(self.keys.worker(worker_id), self.keys.wake(worker_id))
+        self.redis.srem(self.keys.workers, worker_id)
+
+    @_queue_errors
+    def recover(self, max_attempts: int = 3) -> list[tuple[str, str]]:
+        """Settle the jobs held by workers whose heartbeat has expired.
+
+        A job that had not started is queued again; a running one is queued again when retryable
+        (up to ``max_attempts``), else it ends ``error`` -8. Returns ``[(jobid, outcome)]``.
+        """
+        outcomes: list[tuple[str, str]] = []
+        for queue in sorted(self.redis.smembers(self.keys.queues)):
+            stream = self.keys.queue(queue)
+            try:
+                summary = self.redis.xpending(stream, GROUP)
+            except redis.ResponseError:
+                continue
+            for consumer in summary.get("consumers") or []:
+                name = consumer["name"]
+                if self.redis.exists(self.keys.worker(name)):
+                    continue
+                pending = self.redis.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=name)
+                for item in pending:
+                    outcomes.append(self._settle_lost(queue, item["message_id"], max_attempts))
+                if len(pending) < 1000:
+                    self.redis.xgroup_delconsumer(stream, GROUP, name)
+                    self.redis.srem(self.keys.workers, name)
+        return outcomes
+
+    def _settle_lost(self, queue: str, entry: str, max_attempts: int) -> tuple[str, str]:
+        stream = self.keys.queue(queue)
+        found = self.redis.xrange(stream, min=entry, max=entry)
+        jobid = found[0][1].get("job", "") if found else ""
+        status, retryable = self.redis.hmget(self.keys.job(jobid), "status", "retryable") if jobid else (None, None)
+        if status == Status.SUBMITTED.value or (status == Status.RUNNING.value and retryable):
+            if self._requeue(keys=[self.keys.job(jobid), stream], args=[entry, max_attempts, jobid]) == 1:
+                logger.warning("job %s requeued: its worker was lost", jobid)
+                return jobid, "requeued"
+        if status in (Status.SUBMITTED.value, Status.RUNNING.value):
+            raw_meta = self.redis.hget(self.keys.job(jobid), "meta")
+            meta = json.loads(raw_meta) if raw_meta else new_meta(context="", timeout=0, jobid=jobid)
+            failure(meta, WorkerLost("worker lost while running the job"))
+            self.finish(jobid, envelope(meta, {}), worker_id="", queue=queue, entry=entry)
+            logger.warning("job %s marked error -8: its worker was lost", jobid)
+            return jobid, "lost"
+        self.redis.xack(stream, GROUP, entry)
+        self.redis.xdel(stream, entry)
+        return jobid, "already-final"
+
+
+def error_envelope(error: FlintError, *, context: str = "", jobid: str = "", username: str = "",
+                   timeout: int = 0) -> dict[str, Any]:
+    """An envelope for a request that failed before it became a job (API and CLI error bodies)."""
+    meta = new_meta(context=context, timeout=timeout, username=username, jobid=jobid or None)
+    if not jobid:
+        meta["job-id"] = ""
+    return envelope(failure(meta, error), {})

@@ -1,0 +1,177 @@
+"""A worker: takes jobs from its queues and runs them, one at a time, in its child process.
+
+``flint worker`` serves the flintbit queue and every connector queue; ``--connectors smtp`` serves
+only those connectors. While it waits and while its child runs a job, the worker refreshes its
+heartbeat and settles the jobs of workers whose heartbeat has expired (see
+:meth:`runtime.queue.JobQueue.recover`), so a job is never left ``running`` by a dead worker for
+longer than ``worker.lost-after`` plus one heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Sequence
+
+from runtime.child import ChildProcess
+from runtime.envelope import new_job_id
+from runtime.errors import QueueUnavailable
+from runtime.execution import JobSpec
+from runtime.keys import BITS_QUEUE, connector_queue
+from runtime.queue import JobQueue
+from runtime.registry import ConnectorRegistry
+from runtime.settings import Settings
+from runtime.store import FlintbitStore, Script, parse_ref
+
+__all__ = ["Worker", "RETRYABLE_MARKER", "new_spec"]
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_MARKER = "# flint: retryable"
+
+
+def new_spec(settings: Settings, kind: str, target: str, request: Any, timeout_ms: int | None,
+             username: str = "", *, raw: str = "", content_type: str = "application/json") -> JobSpec:
+    """A job spec for a flintbit (``kind="bit"``) or a connector request, checked and timed."""
+    if kind == "bit":
+        parse_ref(target)
+    return JobSpec(
+        jobid=new_job_id(), kind=kind, target=target, input=request, raw=raw, content_type=content_type,
+        timeout=int(timeout_ms or settings.default_timeout), username=username,
+        retryable=kind == "bit" and target in settings.retryable,
+    )
+
+
+def default_queues(settings: Settings, connectors: Sequence[str] | None) -> list[str]:
+    """The queues a worker serves: bits and every configured connector, or just ``connectors``."""
+    if connectors:
+        return [connector_queue(name) for name in connectors]
+    registry = ConnectorRegistry.load(settings.config_dir / "connectors.yaml", settings.secret_resolver())
+    return [BITS_QUEUE] + [connector_queue(name) for name in registry.specs]
+
+
+class Worker:
+    """One worker: a supervisor loop here, the jobs in a child process."""
+
+    def __init__(self, settings: Settings, queue: JobQueue, queues: Sequence[str], *,
+                 burst: bool = False, name: str | None = None) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.queues = list(queues)
+        self.burst = burst
+        self.id = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.child = ChildProcess(settings)
+        self.store = FlintbitStore(settings.flintbit_dirs, queue.redis, queue.keys)
+        self.jobs_done = 0
+        self._stop = threading.Event()
+        self._current: JobSpec | None = None
+        self._next_beat = 0.0
+        self._next_recover = 0.0
+
+    # -- the loop ----------------------------------------------------------------------------
+    def stop(self, *, wake: bool = True) -> None:
+        """Stop after the job now running (if any); ``wake`` ends a blocking read at once."""
+        self._stop.set()
+        if wake:
+            try:
+                self.queue.wake(self.id)
+            except QueueUnavailable:
+                pass
+
+    def work(self) -> int:
+        """Serve jobs until stopped (or, in burst mode, until the queues are empty)."""
+        logger.info("worker %s serving %s", self.id, ", ".join(self.queues))
+        backoff = 0.1
+        try:
+            # The wake stream must exist before the first blocking read (see JobQueue.read).
+            self.queue.wake(self.id)
+        except QueueUnavailable as exc:
+            logger.error("%s; will keep trying", exc.message)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                    block = 0 if self.burst else int(self.settings.heartbeat_interval * 1000)
+                    delivery = self.queue.read(self.id, self.queues, block)
+                    backoff = 0.1
+                except QueueUnavailable as exc:
+                    logger.error("%s; retrying in %.1f s", exc.message, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if delivery is None:
+                    if self.burst:
+                        break
+                    continue
+                spec = self.queue.claim(delivery, self.id)
+                if spec is None:
+                    continue
+                self._current = spec
+                try:
+                    result = self.child.run(spec, self)
+                finally:
+                    self._current = None
+                self._store_result(spec, result, delivery.queue, delivery.entry)
+                self.jobs_done += 1
+        finally:
+            self.child.stop()
+            try:
+                self.queue.retire(self.id)
+            except QueueUnavailable:
+                pass
+        return self.jobs_done
+
+    def _store_result(self, spec: JobSpec, result: dict[str, Any], queue: str, entry: str) -> None:
+        """Store the result, retrying while Redis is away (the job ran; its result must not be lost)."""
+        delay = 0.1
+        give_up = time.monotonic() + max(self.settings.lost_after, 5.0)
+        while True:
+            try:
+                self.queue.finish(spec.jobid, result, worker_id=self.id, queue=queue, entry=entry)
+                return
+            except QueueUnavailable as exc:
+                if time.monotonic() > give_up:
+                    logger.error("result of %s lost: %s", spec.jobid, exc.message)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- Services for the child ----------------------------------------------------------------
+    def tick(self) -> None:
+        """Heartbeat and recovery of lost workers' jobs, each when due."""
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self.queue.heartbeat(self.id, {"queues": self.queues, "pid": os.getpid(),
+                                           "job": self._current.jobid if self._current else ""})
+            self._next_beat = now + self.settings.heartbeat_interval
+        if now >= self._next_recover:
+            for jobid, outcome in self.queue.recover():
+                logger.warning("recovered %s: %s", jobid, outcome)
+            self._next_recover = now + self.settings.heartbeat_interval
+
+    def submit(self, kind: str, target: str, request: dict[str, Any], timeout_ms: int | None,
+               username: str) -> dict[str, Any]:
+        """Queue an async call made by the running job."""
+        return self.queue.submit(new_spec(self.settings, kind, target, request, timeout_ms, username))
+
+    def wait(self, jobid: str, timeout_ms: int | None) -> dict[str, Any]:
+        """Wait for a job the running job queued."""
+        return self.queue.wait(jobid, timeout_ms)
+
+    def script(self, ref: str) -> Script:
+        """A flintbit's source, for the running job."""
+        script = self.store.find(ref)
+        current = self._current
+        if current is not None and current.target == ref and not current.retryable:
+            head = script.source.lstrip().splitlines()[:5]
+            if any(line.strip() == RETRYABLE_MARKER for line in head):
+                self.queue.mark_retryable(current.jobid)
+        return script
+
+    def log(self, jobid: str, lines: list[dict[str, Any]]) -> None:
+        """Keep the running job's log lines."""
+        self.queue.append_log(jobid, lines)
