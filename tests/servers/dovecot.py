@@ -236,7 +236,11 @@ def _config(root: Path, ports: dict[str, int], *, tls: bool, uid: int, gid: int,
         services.append(f"service {protocol}-login {{\n{blocks}{chroot}}}\n")
     ssl = (f"ssl = yes\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem\n" if tls else "ssl = no\n")
     internal = (f"default_internal_user = {login_user}\ndefault_internal_group = {login_user}\n"
-                "service anvil {\n  chroot =\n}\n" if unprivileged else "")
+                if unprivileged else "")
+    # mode 0 on anvil-auth-penalty turns off the growing delay after a failed login, which would
+    # slow down every test after a wrong-password test.
+    anvil = "service anvil {\n" + ("  chroot =\n" if unprivileged else "") + \
+        "  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
     return f"""\
 base_dir = {root}/run
 state_dir = {root}/state
@@ -265,7 +269,7 @@ userdb {{
   driver = passwd-file
   args = username_format=%u {root}/users/%u
 }}
-{''.join(services)}"""
+{anvil}{''.join(services)}"""
 
 
 def _wait_for_ports(process: subprocess.Popen, ports: dict[str, int], log: Path) -> None:
