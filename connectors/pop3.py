@@ -188,7 +188,7 @@ class Pop3Connector(Connector):
             raise translate_connect_error(exc, host, port, timeout_ms=timeout_ms) from exc
         finally:
             if client is not None and not committed:
-                client.close()  # without QUIT: the server forgets any DELE of this session
+                _close(client)
 
     @staticmethod
     def _starttls(client: poplib.POP3, context: ssl.SSLContext | None, host: str, port: int) -> None:
@@ -199,6 +199,14 @@ class Pop3Connector(Connector):
         if not offered:
             raise ConnectFailed(f"STARTTLS not offered by {host}:{port}")
         client.stls(context)
+
+
+def _close(client: poplib.POP3) -> None:
+    """Drop the connection without QUIT, so the server forgets any DELE of this session."""
+    try:
+        client.close()
+    except OSError:  # the socket is gone already (a failed TLS handshake closes it)
+        pass
 
 
 def _reply(exc: poplib.error_proto) -> str:
