@@ -160,7 +160,10 @@ class ChildProcess:
         self.process, self.conn = None, None
 
     def _lost(self, spec: JobSpec, meta: dict[str, Any]) -> dict[str, Any]:
-        code = self.process.exitcode if self.process is not None else None
+        code = None
+        if self.process is not None:
+            self.process.join(1.0)  # reap it, so that its exit status is known
+            code = self.process.exitcode
         self._kill()
         if code is not None and code < 0:
             how = f"killed by signal {-code}"
