@@ -108,6 +108,10 @@ def _unquote(name: str) -> str:
 
 
 def _local_part(local: str) -> str:
+    # "=?...?=" would be decoded as an RFC 2047 word when the header is written, so the header
+    # would name another mailbox than the envelope.
+    if "=?" in local:
+        raise ValueError(local)
     if len(local) >= 2 and local[0] == local[-1] == '"':
         inner = re.sub(r"\\(.)", r"\1", local[1:-1])
         if not inner or not inner.isascii():

@@ -36,7 +36,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-__all__ = ["CaptureServer", "FreePortController", "capture_server", "STORED_AS"]
+__all__ = ["CaptureServer", "FreePortController", "capture_server", "stop_capture_servers", "STORED_AS"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def capture_server(directory: str | os.PathLike[str]) -> CaptureServer:
 
 
 @atexit.register
-def _stop_all() -> None:
+def stop_capture_servers() -> None:
+    """Stop every capture server this process started (also run at exit)."""
     with _lock:
         for (pid, _), server in list(_servers.items()):
             if pid == os.getpid():
