@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 from datetime import datetime, timezone
 from email import policy
 from email.header import decode_header, make_header
@@ -175,32 +176,53 @@ def message_id_of(raw: bytes, message: Message | None = None) -> str:
     return value if value else synthetic_message_id(raw)
 
 
-def _header_text(message: Message, name: str) -> str:
-    """A header's decoded text (RFC 2047), or "" when absent; never raises on malformed input."""
+# The email package's header parser raises on some malformed headers (IndexError, ValueError and
+# friends deep inside); a mailbox must still list such a message, so headers are parsed one at a
+# time from their raw text, falling back to plain RFC 2047 decoding.
+_PARSE_ERRORS = (IndexError, ValueError, TypeError, AttributeError, LookupError)
+
+
+def _raw_header(message: Message, name: str) -> tuple[str, str] | None:
+    for key, raw in message.raw_items():
+        if key.lower() == name.lower():
+            return key, raw
+    return None
+
+
+def _header_value(message: Message, name: str, raw: str) -> str:
+    """A header's text: RFC 2047 decoded, unfolded, without surrounding blanks; never raises."""
     try:
-        value = message.get(name)
-    except (IndexError, ValueError, TypeError):  # the email package trips on some malformed headers
-        value = message.get_all(name, [""])[0] if hasattr(message, "get_all") else ""
-        return _decode_words(str(value))
-    return "" if value is None else str(value)
+        text = str(message.policy.header_fetch_parse(name, raw))
+    except _PARSE_ERRORS:
+        text = _decode_words(raw)
+    return re.sub(r"\r?\n(?=[ \t])", "", text).strip()
+
+
+def _header_text(message: Message, name: str) -> str:
+    """The decoded text of the first ``name`` header, or "" when there is none."""
+    item = _raw_header(message, name)
+    return "" if item is None else _header_value(message, *item)
 
 
 def _decode_words(text: str) -> str:
     try:
         return str(make_header(decode_header(text)))
-    except (LookupError, ValueError, UnicodeDecodeError):
+    except (LookupError, ValueError, UnicodeError):
         return text
 
 
 def _from_address(message: Message) -> str:
+    """The address of the first sender (``alice@example.org``), else the From header's text."""
+    item = _raw_header(message, "From")
+    if item is None:
+        return ""
     try:
-        header = message.get("From")
-        addresses = getattr(header, "addresses", ())
-        if addresses and addresses[0].addr_spec:
+        addresses = getattr(message.policy.header_fetch_parse(*item), "addresses", ())
+        if addresses and addresses[0].addr_spec and addresses[0].addr_spec != "<>":
             return addresses[0].addr_spec
-    except (IndexError, ValueError, TypeError):
+    except _PARSE_ERRORS:
         pass
-    return _header_text(message, "From")
+    return _header_value(message, *item)
 
 
 def summary(raw_header: bytes, size: int) -> dict[str, Any]:
@@ -291,7 +313,7 @@ def message_details(raw: bytes, *, size: int, received: datetime | None,
     message = parse_message(raw)
     plain = message.get_body(preferencelist=("plain",))
     html = message.get_body(preferencelist=("html",))
-    headers = [{"header": name, "value": _decode_value(value)} for name, value in message.items()]
+    headers = [{"header": name, "value": _header_value(message, name, raw)} for name, raw in message.raw_items()]
     return {
         "messageId": message_id_of(raw, message),
         "fromAddress": _from_address(message),
@@ -304,15 +326,6 @@ def message_details(raw: bytes, *, size: int, received: datetime | None,
         "receivedDateTime": iso_utc(received if received is not None else received_date(message)),
         "attachments": _attachments(message, (plain, html), content_limit),
     }
-
-
-def _decode_value(value: Any) -> str:
-    """A header value as text: RFC 2047 decoded, unfolded, without surrounding blanks."""
-    try:
-        text = str(value)
-    except (IndexError, ValueError, TypeError):  # the email package trips on some malformed headers
-        text = _decode_words(str(getattr(value, "_parse_tree", value)))
-    return " ".join(text.split("\r\n")).strip()
 
 
 def criteria_fields(raw: bytes, *, with_body: bool) -> dict[str, str]:

@@ -125,3 +125,13 @@ def test_sort_keeps_mailbox_order_for_ties_both_ways() -> None:
     items = [(1, 5), (2, 3), (3, 5), (4, None)]
     assert [i for i, _ in mailbox.sort_in_order(items, lambda t: t[1], "asc")] == [4, 2, 1, 3]
     assert [i for i, _ in mailbox.sort_in_order(items, lambda t: t[1], "desc")] == [1, 3, 2, 4]
+
+
+def test_malformed_headers_never_break_a_message() -> None:
+    raw = (b"From: \"unterminated <alice@example.org\r\nSubject: =?utf-8?q?broken\r\n"
+           b"Date: yesterday-ish\r\nTo: ,,,@,\r\nX-Folded: one\r\n two\r\n\r\nbody\r\n")
+    details = mailbox.message_details(raw, size=len(raw), received=None)
+    assert details["sentDate"] is None and details["receivedDateTime"] is None
+    assert details["plainTextBody"] == "body\n"
+    assert {"header": "X-Folded", "value": "one two"} in details["headers"]
+    assert mailbox.summary(raw, 1)["subject"] == "=?utf-8?q?broken"
