@@ -313,7 +313,7 @@ def message_details(raw: bytes, *, size: int, received: datetime | None,
     message = parse_message(raw)
     plain = message.get_body(preferencelist=("plain",))
     html = message.get_body(preferencelist=("html",))
-    headers = [{"header": name, "value": _header_value(message, name, raw)} for name, raw in message.raw_items()]
+    headers = [{"header": name, "value": _header_value(message, name, value)} for name, value in message.raw_items()]
     return {
         "messageId": message_id_of(raw, message),
         "fromAddress": _from_address(message),

@@ -135,3 +135,19 @@ def test_malformed_headers_never_break_a_message() -> None:
     assert details["plainTextBody"] == "body\n"
     assert {"header": "X-Folded", "value": "one two"} in details["headers"]
     assert mailbox.summary(raw, 1)["subject"] == "=?utf-8?q?broken"
+
+
+def test_forwarded_message_is_one_attachment() -> None:
+    inner = EmailMessage()
+    inner["Subject"] = "fwd"
+    inner.set_content("inner body\n")
+    outer = EmailMessage()
+    outer["Subject"] = "outer"
+    outer.set_content("outer body\n")
+    outer.add_attachment(inner)
+    raw = outer.as_bytes(policy=SMTP)
+    details = mailbox.message_details(raw, size=len(raw), received=None)
+    assert details["plainTextBody"] == "outer body\n"
+    [attachment] = details["attachments"]
+    assert attachment["content-type"] == "message/rfc822"
+    assert base64.b64decode(attachment["content"]).startswith(b"Subject: fwd\r\n")
