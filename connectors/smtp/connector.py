@@ -75,6 +75,22 @@ class SmtpConnector(Connector):
         finally:
             smtp.close()
 
+    def check(self, call: ConnectorCall) -> str:
+        """Greet the configured server (STARTTLS and AUTH included) for ``flint check --connect``.
+
+        In capture mode, start the capture server. Returns what was checked; raises like ``send``.
+        """
+        settings = dict(self.config)
+        if settings.get("capture-dir"):
+            capture = capture_server(str(settings["capture-dir"]))
+            return f"capture server on {capture.host}:{capture.port} stores mail in {capture.directory}"
+        timeout_ms = min(int(settings.get("timeout") or call.timeout_ms), call.timeout_ms)
+        server = ServerSettings.from_settings(settings, timeout_ms=timeout_ms)
+        smtp = self.open_connection(server)
+        self.release_connection(smtp, reusable=True)
+        done = "greeted" + (", STARTTLS" if server.security == "starttls" else ", TLS" if server.security == "tls" else "")
+        return f"{done}{', authenticated' if server.username else ''}: {server.where}"
+
     # -- the action -----------------------------------------------------------------------
 
     def action_send(self, request: Mapping[str, Any], call: ConnectorCall) -> dict[str, Any]:

@@ -159,6 +159,8 @@ class _TextExtractor(HTMLParser):
                 self.lines[-1] = "- "
         elif tag == "a":
             self._links.append(dict(attrs).get("href"))
+        elif tag in ("td", "th") and self.lines[-1].strip():
+            self.lines[-1] += "\t"
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._HIDDEN:
@@ -174,7 +176,7 @@ class _TextExtractor(HTMLParser):
         if self._hidden:
             return
         text = re.sub(r"\s+", " ", data)
-        if not self.lines[-1] or self.lines[-1].endswith((" ", "- ")):
+        if not self.lines[-1] or self.lines[-1].endswith((" ", "- ", "\t")):
             text = text.lstrip()
         self.lines[-1] += text
 

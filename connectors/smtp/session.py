@@ -31,6 +31,7 @@ from runtime.errors import (
     AuthFailed,
     ConnectFailed,
     FlintError,
+    LimitExceeded,
     RemoteRefused,
     TimedOut,
     TransientFailure,
@@ -202,14 +203,32 @@ def open_session(server: ServerSettings) -> smtplib.SMTP:
     return smtp
 
 
+def _reset(smtp: smtplib.SMTP) -> None:
+    """RSET after a refusal; a failure here must not hide the refusal being reported."""
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.rset()
+
+
+def _check_size_limit(smtp: smtplib.SMTP, server: ServerSettings, size: int) -> None:
+    """Refuse (-7) a message larger than the server's advertised SIZE, before sending it."""
+    limit = smtp.esmtp_features.get("size", "").strip()
+    if limit.isdigit() and 0 < int(limit) < size:
+        raise LimitExceeded(
+            f"message is {size / 1048576:.1f} MB; {server.where} accepts at most {int(limit) / 1048576:.1f} MB"
+        )
+
+
 def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients: Sequence[str],
              raw: bytes) -> Delivery:
     """MAIL FROM, RCPT TO for each recipient, DATA. Refusing every recipient is -1 and sends nothing."""
     with translating(server):
-        options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []
+        options: list[str] = []
+        if smtp.has_extn("size"):
+            _check_size_limit(smtp, server, len(raw))
+            options.append(f"SIZE={len(raw)}")
         code, reply = smtp.mail(sender, options)
         if code != 250:
-            smtp.rset()
+            _reset(smtp)
             raise refusal(code, reply, f"sender <{sender}>")
         accepted: list[str] = []
         refused: dict[str, str] = {}
@@ -222,7 +241,7 @@ def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients
                 refused[address] = f"{code} {_text(reply)}"
                 first = first or refusal(code, reply, f"recipient <{address}>")
         if not accepted:
-            smtp.rset()
+            _reset(smtp)
             assert first is not None
             if len(refused) > 1:
                 first = type(first)(f"{first.message} (and {len(refused) - 1} more recipients refused)")

@@ -141,9 +141,11 @@ class SmtpServers:
         self._running: list[SmtpServer] = []
 
     def start(self, *, tls: bool = False, implicit_tls: bool = False,
-              users: dict[str, str] | None = None, handler: RecordingHandler | None = None) -> SmtpServer:
+              users: dict[str, str] | None = None, handler: RecordingHandler | None = None,
+              size_limit: int | None = None) -> SmtpServer:
         """Start a server. ``tls`` offers STARTTLS, ``implicit_tls`` is TLS from the first byte,
-        ``users`` ({login: password}) turns on AUTH (allowed over plain text, as on loopback)."""
+        ``users`` ({login: password}) turns on AUTH (allowed over plain text, as on loopback),
+        ``size_limit`` is the SIZE it advertises (bytes)."""
         require("aiosmtpd")
         from connectors.capture import FreePortController
 
@@ -153,6 +155,8 @@ class SmtpServers:
             assert self._ca is not None, "TLS servers need the test_ca fixture"
             context = self._ca.server_context()
             kwargs["ssl_context" if implicit_tls else "tls_context"] = context
+        if size_limit is not None:
+            kwargs["data_size_limit"] = size_limit
         if users is not None:
             kwargs.update(authenticator=functools.partial(_authenticate, users), auth_require_tls=False)
         controller = FreePortController(handler, hostname="127.0.0.1", port=0, **kwargs)
