@@ -88,8 +88,9 @@ class SmtpConnector(Connector):
         server = ServerSettings.from_settings(settings, timeout_ms=timeout_ms)
         smtp = self.open_connection(server)
         self.release_connection(smtp, reusable=True)
-        done = "greeted" + (", STARTTLS" if server.security == "starttls" else ", TLS" if server.security == "tls" else "")
-        return f"{done}{', authenticated' if server.username else ''}: {server.where}"
+        steps = ["greeted", {"starttls": "STARTTLS", "tls": "TLS"}.get(server.security, "")]
+        steps.append("authenticated" if server.username else "")
+        return f"{', '.join(step for step in steps if step)}: {server.where}"
 
     # -- the action -----------------------------------------------------------------------
 

@@ -159,15 +159,15 @@ def _login(smtp: smtplib.SMTP, server: ServerSettings) -> None:
         raise AuthFailed(f"cannot authenticate to {server.where}: the server does not offer AUTH{hint}")
     try:
         smtp.login(server.username, str(reveal(server.password) or ""))
-    except smtplib.SMTPAuthenticationError:
-        raise
+    except smtplib.SMTPResponseException as exc:  # SMTPAuthenticationError (535) among them
+        if 400 <= exc.smtp_code < 500:
+            raise refusal(exc.smtp_code, exc.smtp_error, "AUTH") from exc
+        raise AuthFailed(f"SMTP authentication failed: {exc.smtp_code} {_text(exc.smtp_error)}") from exc
     except smtplib.SMTPException as exc:
-        if not isinstance(exc, smtplib.SMTPResponseException):
-            offered = smtp.esmtp_features.get("auth", "").strip() or "none"
-            raise AuthFailed(
-                f"cannot authenticate to {server.where}: no AUTH mechanism in common (server offers: {offered})"
-            ) from exc
-        raise
+        offered = smtp.esmtp_features.get("auth", "").strip() or "none"
+        raise AuthFailed(
+            f"cannot authenticate to {server.where}: no AUTH mechanism in common (server offers: {offered})"
+        ) from exc
 
 
 def open_session(server: ServerSettings) -> smtplib.SMTP:
