@@ -16,7 +16,6 @@ from tests.servers.dovecot import SEED, SEED_BY_KEY, MailAccount
 
 ID = {m.key: mailbox.message_id_of(m.raw) for m in SEED}
 KEY = {v: k for k, v in ID.items()}
-INBOX = [m for m in SEED if m.folder == "INBOX"]
 
 
 def run(account: MailAccount, action: str, connector: type[ImapConnector] = ImapConnector, **request: Any) -> Any:

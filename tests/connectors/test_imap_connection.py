@@ -123,3 +123,11 @@ def test_password_never_appears_in_output_errors_or_logs(mail_account: MailAccou
     texts += [record.getMessage() for record in caplog.records]
     assert caplog.records, "expected debug logging to be captured"
     assert not [text for text in texts if password in text]
+
+
+def test_missing_dovecot_fails_and_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from tests.servers import dovecot
+
+    monkeypatch.setattr(dovecot, "DOVECOT", tmp_path / "no-dovecot")
+    with pytest.raises(pytest.fail.Exception, match="Dovecot is not installed: apt-get install -y dovecot-imapd"):
+        next(dovecot._run_dovecot(tls=False))

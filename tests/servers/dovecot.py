@@ -12,6 +12,7 @@ Passwords are generated at run time and written only to the temporary passwd-fil
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import secrets
@@ -32,7 +33,7 @@ import pytest
 import trustme
 from imapclient import IMAPClient
 
-__all__ = ["DovecotServer", "MailAccount", "SeedMessage", "SEED", "SEED_FOLDERS"]
+__all__ = ["DovecotServer", "MailAccount", "SeedMessage", "SEED", "SEED_BY_KEY", "SEED_FOLDERS", "INSTALL_HINT"]
 
 DOVECOT = Path("/usr/sbin/dovecot")
 INSTALL_HINT = "Dovecot is not installed: apt-get install -y dovecot-imapd dovecot-pop3d"
@@ -235,7 +236,8 @@ def _config(root: Path, ports: dict[str, int], *, tls: bool, uid: int, gid: int,
         chroot = "  chroot =\n" if unprivileged else ""
         services.append(f"service {protocol}-login {{\n{blocks}{chroot}}}\n")
     ssl = (f"ssl = yes\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem\n" if tls else "ssl = no\n")
-    internal = (f"default_internal_user = {login_user}\ndefault_internal_group = {login_user}\n"
+    # Unprivileged (a laptop): every process runs as the current user and nothing can chroot.
+    internal = (f"default_internal_user = {login_user}\ndefault_internal_group = {grp.getgrgid(gid).gr_name}\n"
                 if unprivileged else "")
     # mode 0 on anvil-auth-penalty turns off the growing delay after a failed login, which would
     # slow down every test after a wrong-password test.
@@ -272,19 +274,23 @@ userdb {{
 {anvil}{''.join(services)}"""
 
 
-def _wait_for_ports(process: subprocess.Popen, ports: dict[str, int], log: Path) -> None:
+def _logs(root: Path) -> str:
+    return "".join(path.read_text(errors="replace") for path in (root / "stderr.log", root / "dovecot.log")
+                   if path.exists())
+
+
+def _wait_for_ports(process: subprocess.Popen, ports: dict[str, int], root: Path) -> None:
     deadline = time.monotonic() + 15
     for port in ports.values():
         while True:
             if process.poll() is not None:
-                text = log.read_text(errors="replace") if log.exists() else ""
-                pytest.fail(f"dovecot exited with {process.returncode}:\n{text}", pytrace=False)
+                pytest.fail(f"dovecot exited with {process.returncode}:\n{_logs(root)}", pytrace=False)
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"dovecot did not listen on 127.0.0.1:{port}", pytrace=False)
+                    pytest.fail(f"dovecot did not listen on 127.0.0.1:{port}:\n{_logs(root)}", pytrace=False)
                 time.sleep(0.05)
 
 
@@ -322,12 +328,11 @@ def _run_dovecot(*, tls: bool) -> Iterator[DovecotServer]:
         ports = {name: _free_port() for name in names}
         conf = root / "dovecot.conf"
         conf.write_text(_config(root, ports, tls=tls, uid=uid, gid=gid, login_user=login_user), encoding="utf-8")
-        process = subprocess.Popen(
-            [str(DOVECOT), "-F", "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=open(root / "stderr.log", "wb"), start_new_session=True,
-        )
+        with open(root / "stderr.log", "wb") as stderr:
+            process = subprocess.Popen([str(DOVECOT), "-F", "-c", str(conf)],
+                                       stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         try:
-            _wait_for_ports(process, ports, root / "dovecot.log")
+            _wait_for_ports(process, ports, root)
             yield DovecotServer(root, ports, ca_file, tls, uid, gid)
         finally:
             _stop(process)
