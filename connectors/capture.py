@@ -131,23 +131,22 @@ class CaptureServer:
             controller.stop()
 
 
-_servers: dict[tuple[int, Path], CaptureServer] = {}
+_servers: dict[Path, CaptureServer] = {}
 _lock = threading.Lock()
 
 
 def capture_server(directory: str | os.PathLike[str]) -> CaptureServer:
     """The running capture server of this process for ``directory``, started on first use.
 
-    Relative directories resolve against the current working directory. A forked child does not
-    inherit the parent's server thread, so servers are kept per process id.
+    Relative directories resolve against the current working directory.
     """
-    key = (os.getpid(), Path(directory).resolve())
+    path = Path(directory).resolve()
     with _lock:
-        server = _servers.get(key)
+        server = _servers.get(path)
         if server is None or not server.running:
-            server = CaptureServer(key[1])
+            server = CaptureServer(path)
             server.start()
-            _servers[key] = server
+            _servers[path] = server
         return server
 
 
@@ -155,7 +154,17 @@ def capture_server(directory: str | os.PathLike[str]) -> CaptureServer:
 def stop_capture_servers() -> None:
     """Stop every capture server this process started (also run at exit)."""
     with _lock:
-        for (pid, _), server in list(_servers.items()):
-            if pid == os.getpid():
-                server.stop()
+        for server in _servers.values():
+            server.stop()
         _servers.clear()
+
+
+def _forget_parent_servers() -> None:
+    # A forked child has none of the parent's server threads (and maybe a lock held by one of
+    # them): start afresh, without touching the parent's servers.
+    global _lock
+    _lock = threading.Lock()
+    _servers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_servers)

@@ -83,3 +83,26 @@ def test_capture_mode_still_checks_inputs(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(Forbidden):
         send({"capture-dir": "var/mail"}, **{"from": "a@x.org"}, to="b@x.org", attachments=["/etc/passwd"])
     assert stored(tmp_path / "var" / "mail") == []
+
+
+def test_forked_child_starts_its_own_capture_server(tmp_path: Path) -> None:
+    import os
+
+    parent = capture_server(tmp_path / "m")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: deliver through its own server, report the port, exit at once
+        try:
+            child = capture_server(tmp_path / "m")
+            with smtplib.SMTP(child.host, child.port, timeout=5) as client:
+                client.sendmail("a@x.org", ["b@x.org"], b"Subject: child\r\n\r\nx\r\n")
+            os.write(write_end, str(child.port).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_port = int(os.read(read_end, 16) or b"0")
+    os.waitpid(pid, 0)
+    os.close(read_end)
+
+    assert child_port not in (0, parent.port)
+    assert parent.running and len(stored(tmp_path / "m")) == 1

@@ -62,9 +62,9 @@ def test_server_size_limit_is_checked_before_sending(smtp_servers: SmtpServers) 
     assert server.handler.transactions == 0
 
 
-def test_check_greets_secures_and_authenticates(smtp_servers: SmtpServers, test_ca, tmp_path, monkeypatch) -> None:
+def test_check_greets_secures_and_authenticates(smtp_servers: SmtpServers, smtp_ca, tmp_path, monkeypatch) -> None:
     server = smtp_servers.start(tls=True, users={"ops": "pw"})
-    config = server.config(security="starttls", username="ops", password="pw", **{"ca-file": test_ca.ca_file})
+    config = server.config(security="starttls", username="ops", password="pw", **{"ca-file": smtp_ca.ca_file})
     assert SmtpConnector("smtp", config).check(ConnectorCall()) == \
         f"greeted, STARTTLS, authenticated: 127.0.0.1:{server.port}"
     monkeypatch.chdir(tmp_path)

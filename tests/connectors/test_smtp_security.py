@@ -18,17 +18,17 @@ PASSWORD = "s3cr3t-Pa55-w0rd!"
 MAIL = {"from": "ops@example.org", "to": "a@example.org", "body": "x"}
 
 
-def test_starttls_with_test_ca(smtp_servers: SmtpServers, test_ca) -> None:
+def test_starttls_with_test_ca(smtp_servers: SmtpServers, smtp_ca) -> None:
     server = smtp_servers.start(tls=True)
-    out = send(server.config(security="starttls", **{"ca-file": test_ca.ca_file}), **MAIL)
+    out = send(server.config(security="starttls", **{"ca-file": smtp_ca.ca_file}), **MAIL)
 
     assert out["accepted"] == ["a@example.org"]
     assert len(server.received) == 1
 
 
-def test_starttls_by_default_when_security_is_not_given(smtp_servers: SmtpServers, test_ca) -> None:
+def test_starttls_by_default_when_security_is_not_given(smtp_servers: SmtpServers, smtp_ca) -> None:
     server = smtp_servers.start(tls=True)
-    config = {"target": "127.0.0.1", "port": server.port, "ca-file": test_ca.ca_file}
+    config = {"target": "127.0.0.1", "port": server.port, "ca-file": smtp_ca.ca_file}
     send(config, **MAIL)
 
     assert len(server.received) == 1
@@ -61,9 +61,9 @@ def test_tls_verify_false_accepts_the_untrusted_certificate(smtp_servers: SmtpSe
     assert len(server.received) == 1
 
 
-def test_implicit_tls(smtp_servers: SmtpServers, test_ca) -> None:
+def test_implicit_tls(smtp_servers: SmtpServers, smtp_ca) -> None:
     server = smtp_servers.start(implicit_tls=True)
-    out = send(server.config(security="tls", **{"ca-file": test_ca.ca_file}), **MAIL)
+    out = send(server.config(security="tls", **{"ca-file": smtp_ca.ca_file}), **MAIL)
 
     assert out["result"] == "success"
     assert len(server.received) == 1
@@ -82,9 +82,9 @@ def test_auth_success_over_plain_text_on_loopback(smtp_servers: SmtpServers) -> 
     assert len(server.received) == 1
 
 
-def test_auth_success_after_starttls_with_per_request_credentials(smtp_servers: SmtpServers, test_ca) -> None:
+def test_auth_success_after_starttls_with_per_request_credentials(smtp_servers: SmtpServers, smtp_ca) -> None:
     server = smtp_servers.start(tls=True, users={"ops": PASSWORD})
-    send(server.config(security="starttls", **{"ca-file": test_ca.ca_file}), username="ops", password=PASSWORD,
+    send(server.config(security="starttls", **{"ca-file": smtp_ca.ca_file}), username="ops", password=PASSWORD,
          **MAIL)
 
     assert len(server.received) == 1

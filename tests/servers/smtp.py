@@ -6,8 +6,8 @@ it over the real protocol and assert on :class:`Received` records: the SMTP enve
 
 - ``smtp_server``: plain SMTP, no TLS, no AUTH.
 - ``smtp_servers``: a factory, ``smtp_servers.start(tls=..., implicit_tls=..., users=...)``.
-- ``test_ca``: a trustme CA and its PEM file (``test_ca.ca_file``), with a certificate for
-  127.0.0.1 and localhost (``test_ca.server_context()``).
+- ``smtp_ca``: a trustme CA and its PEM file (``smtp_ca.ca_file``), with a certificate for
+  127.0.0.1 and localhost (``smtp_ca.server_context()``).
 - ``silent_server``: (host, port) of a socket that accepts and never answers.
 - ``closed_port``: (host, port) where nothing listens.
 - ``http_files``: a local ``http.server`` serving a directory; ``http_files.url(name)``.
@@ -152,7 +152,7 @@ class SmtpServers:
         handler = handler or RecordingHandler()
         kwargs: dict[str, Any] = {"server_hostname": "test-smtp.localhost", "ready_timeout": 10.0}
         if tls or implicit_tls:
-            assert self._ca is not None, "TLS servers need the test_ca fixture"
+            assert self._ca is not None, "TLS servers need the smtp_ca fixture"
             context = self._ca.server_context()
             kwargs["ssl_context" if implicit_tls else "tls_context"] = context
         if size_limit is not None:
@@ -199,15 +199,15 @@ def attachments_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+def smtp_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
     """A test CA (trustme) whose PEM file a connector can name as ``ca-file``."""
     return CertAuthority(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture
-def smtp_servers(test_ca: CertAuthority) -> Iterator[SmtpServers]:
+def smtp_servers(smtp_ca: CertAuthority) -> Iterator[SmtpServers]:
     """A factory of test SMTP servers, all stopped when the test ends."""
-    servers = SmtpServers(test_ca)
+    servers = SmtpServers(smtp_ca)
     try:
         yield servers
     finally:
