@@ -30,7 +30,7 @@ class FlintClient:
     def __init__(self, settings: Settings, *, embedded_workers: int = 2) -> None:
         self.settings = settings
         self.queue = JobQueue(connect(settings), settings)
-        self.store = FlintbitStore(settings.flintbit_dirs, self.queue.redis, self.queue.keys)
+        self.store = FlintbitStore(settings.flintbit_dirs, self.queue.redis, self.queue.keys, self.queue.location)
         self._workers = EmbeddedWorkers(settings, embedded_workers) if settings.embedded else None
         self._registry: ConnectorRegistry | None = None
         self._lock = threading.Lock()

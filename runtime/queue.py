@@ -12,27 +12,23 @@ waiters block on that stream with ``XREAD BLOCK``.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import socket
 import time
-from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Iterable
 
 import redis
 
 from runtime.envelope import Status, envelope, failure, new_meta, now_ms
-from runtime.errors import FlintError, NotFound, QueueUnavailable, WorkerLost
+from runtime.connection import connect, queue_errors, redis_location
+from runtime.errors import FlintError, NotFound, WorkerLost
 from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, GROUP, Keys, connector_queue
 from runtime.settings import Settings
 
-__all__ = ["JobQueue", "connect", "Delivery"]
+__all__ = ["JobQueue", "connect", "Delivery", "error_envelope"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'submitted' then return false end
@@ -72,40 +68,6 @@ return 1
 """
 
 
-def _redis_location(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"  # never the password in the URL
-
-
-def connect(settings: Settings) -> redis.Redis:
-    """A Redis client for ``settings``: the real server, or the process's embedded one."""
-    if settings.embedded:
-        from runtime.embedded import embedded_redis
-
-        return embedded_redis()
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
-
-
-def _queue_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Translate redis-py connection failures into QueueUnavailable (HTTP 503, CLI message)."""
-
-    @functools.wraps(method)
-    def wrapper(self: "JobQueue", *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, socket.timeout, ConnectionError) as exc:
-            raise QueueUnavailable(f"queue unavailable: cannot reach Redis at {self.location}") from exc
-
-    return wrapper
-
-
 class Delivery:
     """One stream entry handed to a worker."""
 
@@ -122,7 +84,7 @@ class JobQueue:
         self.redis = client
         self.settings = settings
         self.keys = Keys(settings.prefix)
-        self.location = "embedded" if settings.embedded else _redis_location(settings.redis_url)
+        self.location = redis_location(settings)
         self._groups: set[str] = set()
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
@@ -140,12 +102,12 @@ class JobQueue:
         self.redis.sadd(self.keys.queues, queue)
         self._groups.add(queue)
 
-    @_queue_errors
+    @queue_errors
     def ping(self) -> bool:
         """True when Redis answers."""
         return bool(self.redis.ping())
 
-    @_queue_errors
+    @queue_errors
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         """Queue ``spec``; return its meta (status ``submitted``)."""
         queue = BITS_QUEUE if spec.kind == "bit" else connector_queue(spec.target)
@@ -162,7 +124,7 @@ class JobQueue:
         pipe.execute()
         return meta
 
-    @_queue_errors
+    @queue_errors
     def envelope(self, jobid: str) -> dict[str, Any]:
         """The envelope as it stands now; NotFound (-3) for an unknown or expired job."""
         record = self.redis.hmget(self.keys.job(jobid), "status", "meta", "output")
@@ -173,7 +135,7 @@ class JobQueue:
             meta["status"] = record[0]
         return envelope(meta, json.loads(record[2] or "{}"))
 
-    @_queue_errors
+    @queue_errors
     def logs(self, jobid: str) -> list[dict[str, Any]]:
         """The job's log lines ``[{"ts", "level", "message"}]``; NotFound for an unknown job."""
         lines = self.redis.lrange(self.keys.log(jobid), 0, -1)
@@ -181,7 +143,7 @@ class JobQueue:
             raise NotFound(f"no such job: {jobid}")
         return [json.loads(line) for line in lines]
 
-    @_queue_errors
+    @queue_errors
     def append_log(self, jobid: str, lines: Iterable[dict[str, Any]]) -> None:
         """Add lines to the job's log."""
         encoded = [json.dumps(line) for line in lines]
@@ -191,7 +153,7 @@ class JobQueue:
             pipe.expire(self.keys.log(jobid), self.settings.result_ttl + 7 * 86400)
             pipe.execute()
 
-    @_queue_errors
+    @queue_errors
     def wait(self, jobid: str, timeout_ms: int | None) -> dict[str, Any]:
         """Block until the job ends or ``timeout_ms`` pass; return the envelope as it then stands."""
         current = self.envelope(jobid)
@@ -205,7 +167,7 @@ class JobQueue:
         return current
 
     # -- the worker's side -----------------------------------------------------------------------
-    @_queue_errors
+    @queue_errors
     def read(self, consumer: str, queues: list[str], block_ms: int) -> Delivery | None:
         """Take the next entry of ``queues`` for ``consumer``, blocking up to ``block_ms``.
 
@@ -229,12 +191,12 @@ class JobQueue:
             self.redis.xread(since, count=1, block=block_ms)
         return None
 
-    @_queue_errors
+    @queue_errors
     def wake(self, consumer: str) -> None:
         """End the blocking read of ``consumer`` now (used to stop a worker promptly)."""
         self.redis.xadd(self.keys.wake(consumer), {"wake": "1"}, maxlen=1)
 
-    @_queue_errors
+    @queue_errors
     def claim(self, delivery: Delivery, worker_id: str) -> JobSpec | None:
         """Move the job to ``running`` for this worker; None (and the entry dropped) if it was taken."""
         raw = self._claim(keys=[self.keys.job(delivery.jobid)], args=[worker_id, now_ms()])
@@ -244,12 +206,12 @@ class JobQueue:
             return None
         return JobSpec.from_json(raw)
 
-    @_queue_errors
+    @queue_errors
     def mark_retryable(self, jobid: str) -> None:
         """Record that the job's flintbit declared itself retryable."""
         self.redis.hset(self.keys.job(jobid), "retryable", "1")
 
-    @_queue_errors
+    @queue_errors
     def finish(self, jobid: str, result: dict[str, Any], *, worker_id: str, queue: str = "", entry: str = "") -> bool:
         """Store the final envelope if this worker still owns the job; ack its entry. True if stored."""
         meta = result["meta"]
@@ -264,7 +226,7 @@ class JobQueue:
         return bool(stored)
 
     # -- liveness and recovery -----------------------------------------------------------------
-    @_queue_errors
+    @queue_errors
     def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
         """Say this worker is alive for the next ``lost_after`` seconds."""
         pipe = self.redis.pipeline(transaction=False)
@@ -272,13 +234,13 @@ class JobQueue:
         pipe.sadd(self.keys.workers, worker_id)
         pipe.execute()
 
-    @_queue_errors
+    @queue_errors
     def retire(self, worker_id: str) -> None:
         """Forget a worker that stops cleanly."""
         self.redis.delete(self.keys.worker(worker_id), self.keys.wake(worker_id))
         self.redis.srem(self.keys.workers, worker_id)
 
-    @_queue_errors
+    @queue_errors
     def recover(self, max_attempts: int = 3) -> list[tuple[str, str]]:
         """Settle the jobs held by workers whose heartbeat has expired.
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from runtime.connection import queue_errors
 from runtime.envelope import now_ms
 from runtime.errors import InvalidRequest, NotFound
 from runtime.keys import Keys
@@ -63,10 +64,12 @@ class Script:
 class FlintbitStore:
     """Finds, uploads, lists and removes flintbits. ``redis`` is None where nothing was uploaded."""
 
-    def __init__(self, directories: Sequence[Path], redis: Any = None, keys: Keys | None = None) -> None:
+    def __init__(self, directories: Sequence[Path], redis: Any = None, keys: Keys | None = None,
+                 location: str = "") -> None:
         self.directories = tuple(Path(d) for d in directories)
         self.redis = redis
         self.keys = keys or Keys()
+        self.location = location  # where Redis is, for error messages
 
     def _path_in(self, directory: Path, segments: tuple[str, ...]) -> Path | None:
         root = directory.resolve()
@@ -79,6 +82,7 @@ class FlintbitStore:
             return None  # a link that leads outside the directory is not followed
         return real
 
+    @queue_errors
     def find(self, ref: str) -> Script:
         """The flintbit ``ref``: uploaded first, then each directory in order; NotFound (-3)."""
         segments = parse_ref(ref)
@@ -95,6 +99,7 @@ class FlintbitStore:
                 return Script(ref, source, f"file:{stat.st_mtime_ns}:{stat.st_size}", str(path))
         raise NotFound(f"flintbit not found: {ref}")
 
+    @queue_errors
     def upload(self, ref: str, source: str, username: str = "") -> dict[str, Any]:
         """Compile and keep ``source`` as ``ref``; returns ``{"ref", "version"}``."""
         parse_ref(ref)
@@ -106,12 +111,14 @@ class FlintbitStore:
         self.redis.hset(self.keys.bits, ref, json.dumps(record))
         return {"ref": ref, "version": version}
 
+    @queue_errors
     def delete(self, ref: str) -> None:
         """Remove an uploaded flintbit; NotFound if it was not uploaded."""
         parse_ref(ref)
         if self.redis is None or not self.redis.hdel(self.keys.bits, ref):
             raise NotFound(f"flintbit not found among uploads: {ref}")
 
+    @queue_errors
     def list(self) -> list[dict[str, str]]:
         """Every flintbit reachable: ``[{"ref", "origin"}]``, uploads first, sorted by ref."""
         seen: dict[str, str] = {}

@@ -65,7 +65,7 @@ class Worker:
         self.burst = burst
         self.id = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.child = ChildProcess(settings)
-        self.store = FlintbitStore(settings.flintbit_dirs, queue.redis, queue.keys)
+        self.store = FlintbitStore(settings.flintbit_dirs, queue.redis, queue.keys, queue.location)
         self.jobs_done = 0
         self._stop = threading.Event()
         self._current: JobSpec | None = None
