@@ -93,10 +93,10 @@ class ImapConnector(Connector):
     config_schema: ClassVar[dict[str, Any]] = mailbox.CONFIG_SCHEMA
     default_action: ClassVar[str] = "list"
     request_schemas: ClassVar[dict[str, dict[str, Any]]] = {
-        "list": _schema("folder", "max", "sort-by", "sort-order"),
+        "list": _schema("folder", "max", "sort-by", "sort-order", "unseen"),
         "read": _schema("folder", "message-id", required=["message-id"]),
         "delete": _schema("folder", "message-id", required=["message-id"]),
-        "search": _schema("folder", "criteria", "max", "sort-by", "sort-order", required=["criteria"]),
+        "search": _schema("folder", "criteria", "max", "sort-by", "sort-order", "unseen", required=["criteria"]),
         "move": _schema("message-id", "from-folder", "to-folder", required=["message-id", "to-folder"]),
     }
 
@@ -111,7 +111,7 @@ class ImapConnector(Connector):
         """The newest (by default) ``max`` messages of ``folder``: messageId, fromAddress, subject, size."""
         with self._session(request, call) as client:
             self._select(client, request.get("folder", "INBOX"), readonly=True)
-            uids = self._choose(client, ["ALL"], request)
+            uids = self._choose(client, ["UNSEEN"] if request.get("unseen") else ["ALL"], request)
             fetched = self._fetch(client, uids, [b"RFC822.SIZE", b"BODY.PEEK[HEADER]"])
             return {"result": [mailbox.summary(_body(fetched[u]), fetched[u][b"RFC822.SIZE"])
                                for u in uids if u in fetched]}
@@ -120,7 +120,8 @@ class ImapConnector(Connector):
         """Messages of ``folder`` matching ``criteria`` (a server-side SEARCH): messageId, subject."""
         with self._session(request, call) as client:
             self._select(client, request.get("folder", "INBOX"), readonly=True)
-            uids = self._choose(client, search_key(request["criteria"]), request)
+            keys = (["UNSEEN"] if request.get("unseen") else []) + search_key(request["criteria"])
+            uids = self._choose(client, keys, request)
             fetched = self._fetch(client, uids, [b"BODY.PEEK[HEADER]"])
             return {"result": [mailbox.search_hit(_body(fetched[u])) for u in uids if u in fetched]}
 

@@ -104,6 +104,7 @@ REQUEST_PROPERTIES: dict[str, Any] = {
     "max": {"type": "integer", "minimum": 1, "description": "at most this many messages; default 100"},
     "sort-by": {"enum": ["sent-date", "received-date", "size"], "description": "default received-date"},
     "sort-order": {"enum": ["asc", "desc"], "description": "default desc (newest or largest first)"},
+    "unseen": {"type": "boolean", "description": "imap only: only messages without the \\Seen flag"},
     "message-id": {"type": "string", "minLength": 1, "pattern": _NO_LINE_BREAK},
     "criteria": {"$ref": "#/$defs/criterion"},
     "from-folder": {"type": "string", "pattern": _FOLDER_PATH},

@@ -257,3 +257,18 @@ def test_malformed_criteria_is_refused_before_connecting(mail_account: MailAccou
     assert error.exit_code == -2 and "'criteria.criteria.0.field' must be one of" in error.message
     assert fails(mail_account, "search").exit_code == -2
     assert "unknown key" in fails(mail_account, "list", bogus=1).message
+
+
+def test_unseen_limits_list_and_search_to_messages_not_yet_read(mail_account: MailAccount) -> None:
+    with mail_account.imap() as client:
+        client.select_folder("INBOX")
+        plain = client.search(["SUBJECT", "Quarterly"])
+        client.add_flags(plain, [b"\\Seen"])
+    listed = {m["subject"] for m in run(mail_account, "list", unseen=True)}
+    everything = {m["subject"] for m in run(mail_account, "list")}
+    assert "Quarterly report" in everything and "Quarterly report" not in listed
+    assert listed == everything - {"Quarterly report"}
+    hits = run(mail_account, "search", unseen=True, criteria={"field": "SUBJECT", "value": "report"})
+    assert [h["subject"] for h in hits] == ["Attachments (report)"]  # not the read "Quarterly report"
+    assert [h["subject"] for h in run(mail_account, "search", criteria={"field": "SUBJECT", "value": "Quarterly"})] \
+        == ["Quarterly report"]

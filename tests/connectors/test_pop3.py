@@ -181,3 +181,8 @@ def test_wrong_password_closed_port_and_timeout(mail_account: MailAccount, caplo
     texts += [r.getMessage() for r in caplog.records]
     assert not [t for t in texts if mail_account.password in t or "wrong-password" in t]
     assert isinstance(wrong.__cause__, poplib.error_proto)
+
+
+def test_unseen_is_refused_on_pop3_which_has_no_flags(mail_account: MailAccount) -> None:
+    error = fails(mail_account.config("pop3"), "list", unseen=True)
+    assert (error.exit_code, error.message) == (-2, "unknown key: 'unseen'")
