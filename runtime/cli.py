@@ -244,6 +244,76 @@ def check(state: _Context, connect: bool) -> None:
     sys.exit(0 if report["ok"] else 1)
 
 
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default api.host: 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default api.port: 3501).")
+@click.pass_obj
+def serve(state: _Context, host: str | None, port: int | None) -> None:
+    """Serve the REST API (on the embedded queue its in-process workers run the jobs)."""
+    import uvicorn
+
+    from runtime.api import create_app, uvicorn_log_config
+
+    try:
+        settings = state.settings()
+        app = create_app(settings)
+    except FlintError as exc:
+        click.echo(f"flint serve: {exc.message}", err=True)
+        sys.exit(1)
+    uvicorn.run(app, host=host or settings.api_host, port=port or settings.api_port,
+                log_config=uvicorn_log_config())
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("ref")
+@click.pass_obj
+def upload(state: _Context, file: str, ref: str) -> None:
+    """Upload FILE as flintbit REF (kept in Redis, seen by every worker); prints {"ref", "version"}."""
+    try:
+        if state.settings().embedded:
+            raise InvalidRequest("flint upload needs a Redis URL (--redis or FLINT_REDIS_URL): the embedded "
+                                 "queue lives only inside one process; put the file under FLINT_FLINTBITS instead")
+        try:
+            source = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"cannot read {file}: {exc}") from None
+        _emit(state.client().store.upload(ref, source, username="cli"))
+    except FlintError as exc:
+        click.echo(f"flint upload: {exc.message}", err=True)
+        sys.exit(1)
+
+
+@cli.group("user")
+def user_group() -> None:
+    """Manage REST API users (the users file keeps hashes only)."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "user"]), default="user", show_default=True,
+              help="admin may also upload and delete flintbits.")
+@click.option("--password-stdin", is_flag=True, help="Read a password from the first line of stdin "
+              "(else the user signs in with its flint-key only).")
+@click.pass_obj
+def user_add(state: _Context, name: str, role: str, password_stdin: bool) -> None:
+    """Create or replace API user NAME and print its new flint-key (one line; it is not stored)."""
+    from runtime.auth import UserStore
+
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin: no password on the first line of stdin")
+    try:
+        settings = state.settings()
+        key = UserStore(settings.users_file or settings.config_dir / "users.yaml").add(name, role, password)
+    except FlintError as exc:
+        click.echo(f"flint user add: {exc.message}", err=True)
+        sys.exit(2 if type(exc) is InvalidRequest else 1)
+    click.echo(key)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="flint")
