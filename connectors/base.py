@@ -22,7 +22,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from runtime.configuration import Secret
-from runtime.errors import InvalidRequest
+from runtime.errors import Forbidden, InvalidRequest
 
 __all__ = ["Connector", "ConnectorCall", "validate", "make_request_schema"]
 
@@ -112,6 +112,10 @@ class Connector:
     request_schemas: ClassVar[dict[str, dict[str, Any]]] = {}
     default_action: ClassVar[str] = ""
     secret_keys: ClassVar[frozenset[str]] = frozenset({"password"})
+    # Config keys a request may override. The others (tls-verify, ca-file, allow-plaintext-auth,
+    # attachment roots and limits, ...) guard the host and may come only from the config.
+    request_overridable: ClassVar[frozenset[str]] = frozenset(
+        {"target", "port", "security", "username", "password", "timeout"})
 
     def __init__(self, name: str, config: Mapping[str, Any], description: str = "") -> None:
         self.name = name
@@ -124,8 +128,15 @@ class Connector:
         validate(dict(config), cls.config_schema, where=where)
 
     def prepare(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Merge ``request`` over the config, wrap secrets, validate; return (action, merged)."""
-        request = dict(request)
+        """Merge ``request`` over the config, wrap secrets, validate; return (action, merged).
+
+        A key set to ``null`` counts as not given (flintbits often pass ``input.get("cc")`` on).
+        A request naming a config-only key is refused (-9).
+        """
+        request = {key: value for key, value in request.items() if value is not None}
+        config_only = set(self.config_schema.get("properties", {})) - self.request_overridable
+        for key in sorted(config_only & set(request)):
+            raise Forbidden(f"{key!r} can be set only in the connector config, not in a request")
         action = request.pop("action", None) or self.default_action
         if not isinstance(action, str) or action not in self.request_schemas:
             allowed = ", ".join(sorted(self.request_schemas))

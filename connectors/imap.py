@@ -92,6 +92,7 @@ class ImapConnector(Connector):
     description: ClassVar[str] = "Read mail over IMAP"
     config_schema: ClassVar[dict[str, Any]] = mailbox.CONFIG_SCHEMA
     default_action: ClassVar[str] = "list"
+    request_overridable: ClassVar[frozenset[str]] = mailbox.REQUEST_OVERRIDABLE
     request_schemas: ClassVar[dict[str, dict[str, Any]]] = {
         "list": _schema("folder", "max", "sort-by", "sort-order", "unseen"),
         "read": _schema("folder", "message-id", required=["message-id"]),

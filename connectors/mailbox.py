@@ -39,6 +39,7 @@ __all__ = [
     "CONFIG_SCHEMA",
     "CRITERIA_DEFS",
     "REQUEST_PROPERTIES",
+    "REQUEST_OVERRIDABLE",
     "iso_utc",
     "parse_message",
     "header_block",
@@ -75,6 +76,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
     },
     "additionalProperties": False,
 }
+
+# Config keys a request may override: the server and credentials, and the attachment content limit.
+REQUEST_OVERRIDABLE = frozenset({"target", "port", "security", "username", "password", "timeout",
+                                 "attachment-content-limit"})
 
 CRITERIA_DEFS: dict[str, Any] = {
     "criterion": {

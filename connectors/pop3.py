@@ -94,6 +94,7 @@ class Pop3Connector(Connector):
     description: ClassVar[str] = "Read mail over POP3"
     config_schema: ClassVar[dict[str, Any]] = mailbox.CONFIG_SCHEMA
     default_action: ClassVar[str] = "list"
+    request_overridable: ClassVar[frozenset[str]] = mailbox.REQUEST_OVERRIDABLE
     request_schemas: ClassVar[dict[str, dict[str, Any]]] = {
         "list": _schema("folder", "max", "sort-by", "sort-order"),
         "read": _schema("folder", "message-id", required=["message-id"]),

@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import click
 
-from runtime.envelope import Status
 from runtime.errors import FlintError, InvalidRequest
 from runtime.queue import error_envelope
 from runtime.settings import Settings

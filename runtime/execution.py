@@ -27,7 +27,7 @@ from runtime.configuration import Secret, load_yaml
 from runtime.envelope import Status, envelope, failure, finish, new_meta, now_ms
 from runtime.errors import FlintError, InternalError, InvalidRequest, LimitExceeded, TimedOut
 from runtime.registry import ConnectorRegistry
-from runtime.script import Call, CallBuilder, FlintbitExit, GlobalConfig, Input, Log, Output, Response
+from runtime.script import Call, FlintbitExit, GlobalConfig, Input, Log, Output
 from runtime.settings import Settings
 from runtime.store import Script, compile_script
 

@@ -21,9 +21,9 @@ from connectors.base import Connector, ConnectorCall
 from connectors.capture import STORED_AS, capture_server
 from connectors.smtp.attachments import AttachmentRules, load_attachments, read_body_file
 from connectors.smtp.message import POLICY, build_message, read_addressing, read_headers
-from connectors.smtp.schema import CONFIG_ONLY, CONFIG_SCHEMA, SEND_SCHEMA
+from connectors.smtp.schema import CONFIG_SCHEMA, REQUEST_OVERRIDABLE, SEND_SCHEMA
 from connectors.smtp.session import Delivery, ServerSettings, open_session, transfer
-from runtime.errors import Forbidden, InternalError, InvalidRequest
+from runtime.errors import InternalError, InvalidRequest
 
 __all__ = ["SmtpConnector"]
 
@@ -43,18 +43,7 @@ class SmtpConnector(Connector):
     config_schema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
     request_schemas: ClassVar[dict[str, dict[str, Any]]] = {"send": SEND_SCHEMA}
     default_action: ClassVar[str] = "send"
-
-    def prepare(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """As :meth:`Connector.prepare`, but keys that guard the host may come only from the config.
-
-        A request naming ``attachment-roots``, ``attachment_size``, ``capture-dir``,
-        ``tls-verify``, ``ca-file`` or ``allow-plaintext-auth`` is refused (-9). A key set to
-        ``null`` counts as not given (flintbits often pass ``input.get("cc")`` straight on).
-        """
-        for key in sorted(CONFIG_ONLY):
-            if key in request:
-                raise Forbidden(f"{key!r} can be set only in the connector config, not in a request")
-        return super().prepare({key: value for key, value in request.items() if value is not None})
+    request_overridable: ClassVar[frozenset[str]] = REQUEST_OVERRIDABLE
 
     # -- the connection seam ---------------------------------------------------------------
 

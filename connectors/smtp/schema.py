@@ -3,7 +3,7 @@
 Config keys hold the server (``target``, ``port``, ``security``, credentials, TLS settings), the
 limits (``attachment_size`` in MB per attachment, ``attachment-roots``), an optional default
 ``from``, and ``capture-dir`` for capture mode. A request may override only the keys in
-:data:`REQUEST_OVERRIDABLE`; the others (:data:`CONFIG_ONLY`) guard the host and are refused
+:data:`REQUEST_OVERRIDABLE`; the other config keys guard the host (see ``Connector.request_overridable``) and are refused
 when a request names them, so a flintbit cannot widen its own attachment roots or turn off
 certificate checks.
 """
@@ -18,7 +18,6 @@ from connectors.transport import SERVER_PROPERTIES
 __all__ = [
     "CONFIG_SCHEMA",
     "SEND_SCHEMA",
-    "CONFIG_ONLY",
     "REQUEST_OVERRIDABLE",
     "CONTENT_TYPES",
     "DEFAULT_ATTACHMENT_ROOTS",
@@ -72,7 +71,6 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 REQUEST_OVERRIDABLE = frozenset({"target", "port", "security", "username", "password", "timeout", "from"})
-CONFIG_ONLY = frozenset(CONFIG_SCHEMA["properties"]) - REQUEST_OVERRIDABLE
 
 _SEND_PROPERTIES: dict[str, Any] = {
     "from": _ADDRESS,

@@ -131,3 +131,16 @@ def test_missing_dovecot_fails_and_says_how_to_install(monkeypatch: pytest.Monke
     monkeypatch.setattr(dovecot, "DOVECOT", tmp_path / "no-dovecot")
     with pytest.raises(pytest.fail.Exception, match="Dovecot is not installed: apt-get install -y dovecot-imapd"):
         next(dovecot._run_dovecot(tls=False))
+
+
+@pytest.mark.parametrize("key, value", [("tls-verify", False), ("ca-file", "/tmp/evil.pem"),
+                                        ("allow-plaintext-auth", True)])
+def test_a_request_cannot_loosen_the_configs_guards(key: str, value: object) -> None:
+    from connectors.imap import ImapConnector
+    from connectors.pop3 import Pop3Connector
+
+    for cls in (ImapConnector, Pop3Connector):
+        with pytest.raises(FlintError) as caught:
+            cls("mail", {"target": "127.0.0.1", "port": 1}).prepare({"action": "list", key: value})
+        assert (caught.value.exit_code, caught.value.message) == (
+            -9, f"{key!r} can be set only in the connector config, not in a request")

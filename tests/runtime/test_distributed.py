@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -113,8 +112,7 @@ def test_retryable_flintbit_is_requeued_and_runs_again(redis_project, workers):
     ref = redis_project.bit("t:retry.py", f"""\
         # flint: retryable
         import time
-        from pathlib import Path
-        p = Path({str(marker)!r})
+                p = Path({str(marker)!r})
         n = int(p.read_text()) + 1 if p.exists() else 1
         p.write_text(str(n))
         if n == 1:
