@@ -199,10 +199,14 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
         return error_response(request, InternalError("internal error; see the server log"))
 
     # -- dependencies -----------------------------------------------------------------------------
-    key_header = APIKeyHeader(name="flint-key", auto_error=False, description="A flint-key (`flint user add`)")
-    key_query = APIKeyQuery(name="flint-key", auto_error=False, description="A flint-key in the query")
-    user_header = APIKeyHeader(name="x-flint-username", auto_error=False, description="With x-flint-password")
-    password_header = APIKeyHeader(name="x-flint-password", auto_error=False, description="With x-flint-username")
+    key_header = APIKeyHeader(name="flint-key", scheme_name="flint-key header", auto_error=False,
+                              description="A flint-key (`flint user add`)")
+    key_query = APIKeyQuery(name="flint-key", scheme_name="flint-key query", auto_error=False,
+                            description="A flint-key in the query string")
+    user_header = APIKeyHeader(name="x-flint-username", scheme_name="username", auto_error=False,
+                               description="With x-flint-password")
+    password_header = APIKeyHeader(name="x-flint-password", scheme_name="password", auto_error=False,
+                                   description="With x-flint-username")
 
     def caller(request: Request, header_key: str | None = Depends(key_header),
                query_key: str | None = Depends(key_query), username: str | None = Depends(user_header),
