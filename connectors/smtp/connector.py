@@ -21,6 +21,7 @@ from connectors.base import Connector, ConnectorCall
 from connectors.capture import STORED_AS, capture_server
 from connectors.smtp.attachments import AttachmentRules, load_attachments, read_body_file
 from connectors.smtp.message import POLICY, build_message, read_addressing, read_headers
+from connectors.smtp.pool import SmtpPool
 from connectors.smtp.schema import CONFIG_SCHEMA, REQUEST_OVERRIDABLE, SEND_SCHEMA
 from connectors.smtp.session import Delivery, ServerSettings, open_session, transfer
 from runtime.errors import InternalError, InvalidRequest
@@ -47,15 +48,34 @@ class SmtpConnector(Connector):
 
     # -- the connection seam ---------------------------------------------------------------
 
+    def __init__(self, name: str, config: Mapping[str, Any], description: str = "") -> None:
+        super().__init__(name, config, description)
+        self.pool = SmtpPool()
+
     def open_connection(self, server: ServerSettings) -> smtplib.SMTP:
         """Return an SMTP connection to ``server``: connected, secured and authenticated.
 
-        The one place connections are made; override it to pool connections or to stand in a fake.
+        The one place connections are made: a healthy idle one from the pool when there is one
+        for the same server and credentials, else a new one. Override it to stand in a fake.
         """
-        return open_session(server)
+        key = server.pool_key()
+        smtp = self.pool.take(key)
+        if smtp is None:
+            smtp = open_session(server)
+        elif smtp.sock is not None:
+            smtp.sock.settimeout(server.timeout_ms / 1000.0)  # this request's timeout, not the last one's
+        smtp._flint_pool_key = key  # type: ignore[attr-defined]
+        return smtp
 
     def release_connection(self, smtp: smtplib.SMTP, *, reusable: bool) -> None:
-        """Give back a connection from :meth:`open_connection`; ``reusable`` is False after a failure."""
+        """Give back a connection from :meth:`open_connection`; ``reusable`` is False after a failure.
+
+        A reusable connection is kept in the pool; otherwise (or when the pool is full) it is closed.
+        """
+        key = getattr(smtp, "_flint_pool_key", None)
+        if reusable and key is not None and self.pool.give(key, smtp):
+            return
+        self.pool.forget(smtp)
         try:
             if reusable:
                 smtp.quit()
@@ -63,6 +83,10 @@ class SmtpConnector(Connector):
             logger.debug("QUIT failed after delivery: %s", type(exc).__name__)
         finally:
             smtp.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.pool.close()
 
     def check(self, call: ConnectorCall) -> str:
         """Greet the configured server (STARTTLS and AUTH included) for ``flint check --connect``.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import smtplib
 import socket
@@ -59,6 +60,15 @@ class ServerSettings:
     password: Any = field(default=None, repr=False)
     timeout_ms: int = 60000
     tls: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def pool_key(self) -> tuple[Any, ...]:
+        """Identity of a connection to reuse: server, security, TLS rules and credentials.
+
+        The password enters only as a digest, so the key never holds the secret itself.
+        """
+        secret = reveal(self.password) if self.password is not None else ""
+        digest = hashlib.sha256(str(secret).encode()).hexdigest()
+        return (self.host, self.port, self.security, self.username, digest, tuple(sorted(self.tls.items())))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], *, timeout_ms: int) -> "ServerSettings":
