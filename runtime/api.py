@@ -151,6 +151,7 @@ def _context(request: Request) -> str:
 def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI:
     """The API app on ``settings``; in embedded mode its in-process workers run while it serves."""
     client = client or FlintClient(settings)
+    client.reserve_connections(THREADPOOL_SIZE + 16)
     users = UserStore(settings.users_file or settings.config_dir / "users.yaml")
 
     @asynccontextmanager

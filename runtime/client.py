@@ -48,6 +48,15 @@ class FlintClient:
         if self._workers is not None:
             self._workers.start()
 
+    def reserve_connections(self, count: int) -> None:
+        """Let ``count`` threads use the queue at once (redis-py's pool stops at 100 by default).
+
+        A sync call holds a connection while it blocks, so a server with many waiting callers
+        needs a pool at least as large as its thread pool.
+        """
+        pool = self.queue.redis.connection_pool
+        pool.max_connections = max(pool.max_connections or 0, count)
+
     def close(self) -> None:
         """Stop in-process workers."""
         if self._workers is not None:

@@ -144,17 +144,29 @@ def test_an_upload_that_does_not_compile_is_400_naming_the_line(http, creds):
     assert http.get("/v1/bit/up:bad.py", headers=creds.admin()).status_code == 404
 
 
-def test_a_hundred_concurrent_sync_calls_all_complete_and_health_still_answers(live, creds):
-    async def main() -> tuple[list[httpx.Response], httpx.Response]:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=live.url, timeout=60, limits=limits) as client:
-            calls = [client.post("/v1/bit/run/box:bit.py/sync", json={"name": f"n{i}"}, headers=creds.user())
-                     for i in range(100)]
-            health = client.get("/v1/health")
-            *results, health_response = await asyncio.gather(*calls, health)
-            return results, health_response
+def test_a_hundred_waiting_sync_calls_do_not_starve_the_server(live, project, creds):
+    """Both workers are busy, so 100 sync calls all wait at once; the server still answers others."""
+    project.bit("box:sleep.py", "import time\ntime.sleep(30)\n")
+    queue = live.app.state.client.queue
+    stream = queue.keys.queue("bits")
 
-    results, health = asyncio.run(main())
-    assert health.status_code == 200
-    assert [r.status_code for r in results] == [200] * 100
-    assert sorted(r.json()["output"]["greeting"] for r in results) == sorted(f"Hello, n{i}!" for i in range(100))
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=live.url, timeout=60, limits=limits, headers=creds.user()) as client:
+            for _ in range(2):  # one sleeping job per embedded worker, aborted after 3 s
+                live.app.state.client.run_bit("box:sleep.py", timeout_ms=3000, wait=False)
+            calls = [asyncio.ensure_future(client.post("/v1/bit/run/box:bit.py/sync", json={"name": f"n{i}"}))
+                     for i in range(100)]
+            deadline = time.monotonic() + 20
+            while queue.redis.xlen(stream) < 102:  # every call has queued its job and is now waiting
+                assert time.monotonic() < deadline, "the 100 sync calls were not all accepted"
+                await asyncio.sleep(0.02)
+            health = await client.get("/v1/health")
+            listing = await client.get("/v1/bits")
+            assert health.status_code == listing.status_code == 200
+            assert not any(call.done() for call in calls), "the sync calls should still be waiting"
+            results = await asyncio.gather(*calls)
+        assert [r.status_code for r in results] == [200] * 100
+        assert sorted(r.json()["output"]["greeting"] for r in results) == sorted(f"Hello, n{i}!" for i in range(100))
+
+    asyncio.run(main())
