@@ -123,7 +123,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 class RedactKeys(logging.Filter):
     """Hides ``flint-key`` query values in uvicorn's access log lines."""
 
-    _KEY = re.compile(r"(flint-key=)[^&\s\"]*", re.IGNORECASE)
+    _KEY = re.compile(r"(flint(?:-|%2d)key=)[^&\s\"]*", re.IGNORECASE)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
@@ -159,6 +159,12 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, THREADPOOL_SIZE)
         await run_in_threadpool(client.start_workers)
+        try:
+            if not await run_in_threadpool(users.users):
+                logger.warning("no API users in %s: every request will be refused (401) until "
+                               "`flint user add NAME` adds one", users.path)
+        except FlintError as exc:
+            logger.warning("%s", exc.message)
         try:
             yield
         finally:

@@ -61,10 +61,11 @@ def test_a_wrong_key_is_refused_even_with_a_right_password(api, creds):
     assert_401(api.post(RUN, headers=headers), "invalid flint-key")
 
 
-def test_no_users_configured_means_401_saying_so(project):
+def test_no_users_configured_means_401_saying_so(project, caplog):
     project.bit("box:bit.py", "output.set('x', 1)\n")
-    with test_client(project.settings()) as client:
+    with caplog.at_level("WARNING", logger="runtime.api"), test_client(project.settings()) as client:
         response = client.post(RUN, headers={"flint-key": "anything"})
+    assert "no API users" in caplog.text  # said once at start-up too
     assert_401(response, "no API users are configured")
     assert "flint user add" in response.json()["meta"]["message"]
 
