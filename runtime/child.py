@@ -103,7 +103,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
         if message[0] == "stop":
             return
         spec = JobSpec(**message[1])
-        result = executor.run(spec)
+        result = executor.run(spec, message[2])
         conn.send(("done", result, executor.recycle))
         if executor.recycle:
             return
@@ -171,8 +171,8 @@ class ChildProcess:
             how = f"exited with status {code}"
         return envelope(failure(meta, WorkerLost(f"the process running the job was lost ({how})")), {})
 
-    def run(self, spec: JobSpec, services: Services) -> dict[str, Any]:
-        """Run ``spec`` in the child, serving its requests; return the final envelope.
+    def run(self, spec: JobSpec, services: Services, script: Script | None = None) -> dict[str, Any]:
+        """Run ``spec`` (with its flintbit's ``script``) in the child, serving its requests; return the envelope.
 
         The job is aborted (-6) if it outlives its timeout, and the child replaced.
         """
@@ -188,7 +188,7 @@ class ChildProcess:
         deadline = time.monotonic() + spec.timeout / 1000.0 + KILL_GRACE_S
         tick_every = self.settings.heartbeat_interval
         try:
-            self.conn.send(("run", spec.__dict__))
+            self.conn.send(("run", spec.__dict__, script))
         except (OSError, ValueError):
             return self._lost(spec, meta)
         self.jobs_run += 1

@@ -237,8 +237,11 @@ class Executor:
         return self._global
 
     # -- one job -------------------------------------------------------------------------------
-    def run(self, spec: JobSpec) -> dict[str, Any]:
-        """Run ``spec`` under its timeout; return ``{"meta": ..., "output": ...}`` (final)."""
+    def run(self, spec: JobSpec, script: Script | None = None) -> dict[str, Any]:
+        """Run ``spec`` under its timeout; return ``{"meta": ..., "output": ...}`` (final).
+
+        ``script`` is the flintbit's source when the caller already has it (else it is asked for).
+        """
         job = _JobRun(self, spec)
         meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
         meta["timestamp"] = spec.timestamp
@@ -250,7 +253,8 @@ class Executor:
                         result = self.run_connector(job, spec.target, spec.input or {}, spec.timeout, nested=False)
                         meta, output = {**meta, **_final_fields(result["meta"])}, result["output"]
                     else:
-                        output = self._run_bit(job, self.link.script(spec.target), _input_for(spec), meta)
+                        script = script or self.link.script(spec.target)
+                        output = self._run_bit(job, script, _input_for(spec), meta)
                 except DeadlineReached as exc:
                     if exc.token is not token:
                         raise

@@ -26,14 +26,18 @@ from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, GROUP, Keys, connector_queue
 from runtime.settings import Settings
 
-__all__ = ["JobQueue", "connect", "Delivery", "error_envelope"]
+__all__ = ["JobQueue", "connect", "Delivery", "Finished", "error_envelope"]
 
 logger = logging.getLogger(__name__)
 
+# KEYS: job, uploaded bits hash. ARGV: worker, now. Returns {spec, uploaded record or ''} or false.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'submitted' then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started', ARGV[2])
-return redis.call('HGET', KEYS[1], 'spec')
+local bit = redis.call('HGET', KEYS[1], 'bit')
+local uploaded = ''
+if bit and bit ~= '' then uploaded = redis.call('HGET', KEYS[2], bit) or '' end
+return {redis.call('HGET', KEYS[1], 'spec'), uploaded}
 """
 
 # KEYS: job, log, done, queue stream. ARGV: worker ('' = any owner), status, meta, output, ttl, entry id
@@ -66,6 +70,22 @@ redis.call('HSET', KEYS[1], 'status', 'submitted', 'worker', '')
 redis.call('XADD', KEYS[2], '*', 'job', ARGV[3])
 return 1
 """
+
+
+def _entries(entries: Any) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries as ``[(id, fields)]`` whichever reply shape (RESP2 or RESP3) the client gave."""
+    if entries and isinstance(entries[0], (list, tuple)) and len(entries[0]) == 2:
+        return [(entry_id, fields) for entry_id, fields in entries]
+    return []
+
+
+class Finished:
+    """A job's final envelope, waiting to be stored (see :meth:`JobQueue.read`)."""
+
+    __slots__ = ("jobid", "result", "worker_id", "queue", "entry")
+
+    def __init__(self, jobid: str, result: dict[str, Any], worker_id: str, queue: str, entry: str) -> None:
+        self.jobid, self.result, self.worker_id, self.queue, self.entry = jobid, result, worker_id, queue, entry
 
 
 class Delivery:
@@ -118,7 +138,8 @@ class JobQueue:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, mapping={"status": Status.SUBMITTED.value, "meta": json.dumps(meta),
                                 "spec": spec.to_json(), "queue": queue, "output": "{}",
-                                "retryable": "1" if spec.retryable else ""})
+                                "retryable": "1" if spec.retryable else "",
+                                "bit": spec.target if spec.kind == "bit" else ""})
         pipe.expire(key, self.settings.result_ttl + 7 * 86400)  # a job never taken still goes away
         pipe.xadd(self.keys.queue(queue), {"job": spec.jobid})
         pipe.execute()
@@ -168,24 +189,37 @@ class JobQueue:
 
     # -- the worker's side -----------------------------------------------------------------------
     @queue_errors
-    def read(self, consumer: str, queues: list[str], block_ms: int) -> Delivery | None:
+    def read(self, consumer: str, queues: list[str], block_ms: int,
+             finished: "Finished | None" = None) -> Delivery | None:
         """Take the next entry of ``queues`` for ``consumer``, blocking up to ``block_ms``.
 
         The consumer group does the delivery; the wake-up is an ``XREAD BLOCK`` from the streams'
         last ids taken before the group read, so no entry added meanwhile can be missed.
+        ``finished``, the previous job's result, is stored first in the same round trip.
         """
         for queue in queues:
             self._ensure_group(queue)
         streams = [self.keys.queue(q) for q in queues]
         watched = streams + [self.keys.wake(consumer)]
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in watched:
-            pipe.xrevrange(stream, count=1)
-        pipe.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=1)
-        *lasts, delivered = pipe.execute()
-        for stream, entries in delivered or []:
-            for entry_id, fields in entries:
-                return Delivery(stream.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
+        # While there is work, one round trip: the last result and the next entry. Only when that
+        # finds nothing are the streams' tails read too (before a second group read), for the wait.
+        lasts: list[Any] = []
+        for attempt in ("busy", "idle"):
+            pipe = self.redis.pipeline(transaction=False)
+            if finished is not None:
+                self._finish_call(finished, pipe)
+            if attempt == "idle":
+                for stream in watched:
+                    pipe.xrevrange(stream, count=1)
+            pipe.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=1)
+            replies = pipe.execute()
+            if finished is not None:
+                self._report_finish(finished, replies.pop(0))
+                finished = None
+            *lasts, delivered = replies
+            for stream, entries in (delivered.items() if isinstance(delivered, dict) else delivered or []):
+                for entry_id, fields in _entries(entries):
+                    return Delivery(stream.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
         if block_ms > 0:
             since = {s: (last[0][0] if last else "0-0") for s, last in zip(watched, lasts)}
             self.redis.xread(since, count=1, block=block_ms)
@@ -197,14 +231,18 @@ class JobQueue:
         self.redis.xadd(self.keys.wake(consumer), {"wake": "1"}, maxlen=1)
 
     @queue_errors
-    def claim(self, delivery: Delivery, worker_id: str) -> JobSpec | None:
-        """Move the job to ``running`` for this worker; None (and the entry dropped) if it was taken."""
-        raw = self._claim(keys=[self.keys.job(delivery.jobid)], args=[worker_id, now_ms()])
-        if raw is None:
+    def claim(self, delivery: Delivery, worker_id: str) -> tuple[JobSpec, dict[str, Any] | None] | None:
+        """Move the job to ``running`` for this worker; None (and the entry dropped) if it was taken.
+
+        Returns the spec and, for an uploaded flintbit, its upload record (one round trip for both).
+        """
+        reply = self._claim(keys=[self.keys.job(delivery.jobid), self.keys.bits], args=[worker_id, now_ms()])
+        if not reply:
             self.redis.xack(self.keys.queue(delivery.queue), GROUP, delivery.entry)
             self.redis.xdel(self.keys.queue(delivery.queue), delivery.entry)
             return None
-        return JobSpec.from_json(raw)
+        raw_spec, uploaded = reply
+        return JobSpec.from_json(raw_spec), (json.loads(uploaded) if uploaded else None)
 
     @queue_errors
     def mark_retryable(self, jobid: str) -> None:
@@ -214,15 +252,24 @@ class JobQueue:
     @queue_errors
     def finish(self, jobid: str, result: dict[str, Any], *, worker_id: str, queue: str = "", entry: str = "") -> bool:
         """Store the final envelope if this worker still owns the job; ack its entry. True if stored."""
-        meta = result["meta"]
-        stored = self._finish(
-            keys=[self.keys.job(jobid), self.keys.log(jobid), self.keys.done(jobid),
-                  self.keys.queue(queue) if queue else self.keys.queue(BITS_QUEUE)],
-            args=[worker_id, meta["status"], json.dumps(meta), json.dumps(result.get("output") or {}),
-                  self.settings.result_ttl, entry],
+        finished = Finished(jobid, result, worker_id, queue, entry)
+        return self._report_finish(finished, self._finish_call(finished))
+
+    def _finish_call(self, finished: "Finished", client: Any = None) -> Any:
+        meta = finished.result["meta"]
+        return self._finish(
+            keys=[self.keys.job(finished.jobid), self.keys.log(finished.jobid), self.keys.done(finished.jobid),
+                  self.keys.queue(finished.queue or BITS_QUEUE)],
+            args=[finished.worker_id, meta["status"], json.dumps(meta),
+                  json.dumps(finished.result.get("output") or {}), self.settings.result_ttl, finished.entry],
+            client=client,
         )
+
+    @staticmethod
+    def _report_finish(finished: "Finished", stored: Any) -> bool:
         if not stored:
-            logger.warning("result of %s dropped: the job is no longer owned by %s", jobid, worker_id or "anyone")
+            logger.warning("result of %s dropped: the job is no longer owned by %s",
+                           finished.jobid, finished.worker_id or "anyone")
         return bool(stored)
 
     # -- liveness and recovery -----------------------------------------------------------------

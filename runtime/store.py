@@ -70,6 +70,7 @@ class FlintbitStore:
         self.redis = redis
         self.keys = keys or Keys()
         self.location = location  # where Redis is, for error messages
+        self._files: dict[Path, Script] = {}
 
     def _path_in(self, directory: Path, segments: tuple[str, ...]) -> Path | None:
         root = directory.resolve()
@@ -85,18 +86,27 @@ class FlintbitStore:
     @queue_errors
     def find(self, ref: str) -> Script:
         """The flintbit ``ref``: uploaded first, then each directory in order; NotFound (-3)."""
+        parse_ref(ref)
+        raw = self.redis.hget(self.keys.bits, ref) if self.redis is not None else None
+        return self.resolve(ref, json.loads(raw) if raw is not None else None)
+
+    def resolve(self, ref: str, uploaded: dict[str, Any] | None) -> Script:
+        """``ref`` from its upload record when there is one (already read), else from the directories.
+
+        Files are read again only when their size or modification time changed.
+        """
         segments = parse_ref(ref)
-        if self.redis is not None:
-            raw = self.redis.hget(self.keys.bits, ref)
-            if raw is not None:
-                record = json.loads(raw)
-                return Script(ref, record["source"], f"upload:{record['version']}", "upload")
+        if uploaded is not None:
+            return Script(ref, uploaded["source"], f"upload:{uploaded['version']}", "upload")
         for directory in self.directories:
             path = self._path_in(directory, segments)
             if path is not None:
                 stat = path.stat()
-                source = path.read_text(encoding="utf-8")
-                return Script(ref, source, f"file:{stat.st_mtime_ns}:{stat.st_size}", str(path))
+                version = f"file:{stat.st_mtime_ns}:{stat.st_size}"
+                cached = self._files.get(path)
+                if cached is None or cached.version != version:
+                    cached = self._files[path] = Script(ref, path.read_text(encoding="utf-8"), version, str(path))
+                return cached
         raise NotFound(f"flintbit not found: {ref}")
 
     @queue_errors

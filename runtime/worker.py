@@ -18,11 +18,11 @@ import uuid
 from typing import Any, Sequence
 
 from runtime.child import ChildProcess
-from runtime.envelope import new_job_id
-from runtime.errors import QueueUnavailable
+from runtime.envelope import envelope, failure, new_job_id, new_meta
+from runtime.errors import FlintError, QueueUnavailable
 from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, connector_queue
-from runtime.queue import JobQueue
+from runtime.queue import Delivery, Finished, JobQueue
 from runtime.registry import ConnectorRegistry
 from runtime.settings import Settings
 from runtime.store import FlintbitStore, Script, parse_ref
@@ -71,6 +71,7 @@ class Worker:
         self._current: JobSpec | None = None
         self._next_beat = 0.0
         self._next_recover = 0.0
+        self._retryable: dict[tuple[str, str], bool] = {}
 
     # -- the loop ----------------------------------------------------------------------------
     def stop(self, *, wake: bool = True) -> None:
@@ -86,6 +87,8 @@ class Worker:
         """Serve jobs until stopped (or, in burst mode, until the queues are empty)."""
         logger.info("worker %s serving %s", self.id, ", ".join(self.queues))
         backoff = 0.1
+        finished: Finished | None = None  # stored by the next read, in the same round trip
+        delivery: Delivery | None = None  # taken but not yet claimed (kept across a Redis outage)
         try:
             # The wake stream must exist before the first blocking read (see JobQueue.read).
             self.queue.wake(self.id)
@@ -95,29 +98,31 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     self.tick()
-                    block = 0 if self.burst else int(self.settings.heartbeat_interval * 1000)
-                    delivery = self.queue.read(self.id, self.queues, block)
+                    if delivery is None:
+                        block = 0 if self.burst else int(self.settings.heartbeat_interval * 1000)
+                        delivery = self.queue.read(self.id, self.queues, block, finished)
+                        finished = None
+                        if delivery is None:
+                            if self.burst:
+                                break
+                            continue
+                    claimed = self.queue.claim(delivery, self.id)
                     backoff = 0.1
                 except QueueUnavailable as exc:
                     logger.error("%s; retrying in %.1f s", exc.message, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                if delivery is None:
-                    if self.burst:
-                        break
+                taken, delivery = delivery, None
+                if claimed is None:
                     continue
-                spec = self.queue.claim(delivery, self.id)
-                if spec is None:
-                    continue
-                self._current = spec
-                try:
-                    result = self.child.run(spec, self)
-                finally:
-                    self._current = None
-                self._store_result(spec, result, delivery.queue, delivery.entry)
+                spec, uploaded = claimed
+                result = self._run(spec, uploaded)
+                finished = Finished(spec.jobid, result, self.id, taken.queue, taken.entry)
                 self.jobs_done += 1
         finally:
+            if finished is not None:
+                self._store_result(finished)
             self.child.stop()
             try:
                 self.queue.retire(self.id)
@@ -125,17 +130,44 @@ class Worker:
                 pass
         return self.jobs_done
 
-    def _store_result(self, spec: JobSpec, result: dict[str, Any], queue: str, entry: str) -> None:
+    def _run(self, spec: JobSpec, uploaded: dict[str, Any] | None) -> dict[str, Any]:
+        """Run a claimed job in the child, with its flintbit's source sent along."""
+        script = None
+        if spec.kind == "bit":
+            try:
+                script = self.store.resolve(spec.target, uploaded)
+            except FlintError as exc:
+                meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
+                meta["timestamp"] = spec.timestamp
+                return envelope(failure(meta, exc), {})
+            if not spec.retryable and self._declares_retryable(script):
+                self.queue.mark_retryable(spec.jobid)
+        self._current = spec
+        try:
+            return self.child.run(spec, self, script)
+        finally:
+            self._current = None
+
+    def _declares_retryable(self, script: Script) -> bool:
+        key = (script.ref, script.version)
+        found = self._retryable.get(key)
+        if found is None:
+            head = script.source.lstrip().splitlines()[:5]
+            found = self._retryable[key] = any(line.strip() == RETRYABLE_MARKER for line in head)
+        return found
+
+    def _store_result(self, finished: Finished) -> None:
         """Store the result, retrying while Redis is away (the job ran; its result must not be lost)."""
         delay = 0.1
         give_up = time.monotonic() + max(self.settings.lost_after, 5.0)
         while True:
             try:
-                self.queue.finish(spec.jobid, result, worker_id=self.id, queue=queue, entry=entry)
+                self.queue.finish(finished.jobid, finished.result, worker_id=self.id, queue=finished.queue,
+                                  entry=finished.entry)
                 return
             except QueueUnavailable as exc:
                 if time.monotonic() > give_up:
-                    logger.error("result of %s lost: %s", spec.jobid, exc.message)
+                    logger.error("result of %s lost: %s", finished.jobid, exc.message)
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -163,14 +195,8 @@ class Worker:
         return self.queue.wait(jobid, timeout_ms)
 
     def script(self, ref: str) -> Script:
-        """A flintbit's source, for the running job."""
-        script = self.store.find(ref)
-        current = self._current
-        if current is not None and current.target == ref and not current.retryable:
-            head = script.source.lstrip().splitlines()[:5]
-            if any(line.strip() == RETRYABLE_MARKER for line in head):
-                self.queue.mark_retryable(current.jobid)
-        return script
+        """A flintbit's source, for a nested ``flintbit(ref).sync()`` of the running job."""
+        return self.store.find(ref)
 
     def log(self, jobid: str, lines: list[dict[str, Any]]) -> None:
         """Keep the running job's log lines."""

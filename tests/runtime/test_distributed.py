@@ -112,7 +112,8 @@ def test_retryable_flintbit_is_requeued_and_runs_again(redis_project, workers):
     ref = redis_project.bit("t:retry.py", f"""\
         # flint: retryable
         import time
-                p = Path({str(marker)!r})
+        from pathlib import Path
+        p = Path({str(marker)!r})
         n = int(p.read_text()) + 1 if p.exists() else 1
         p.write_text(str(n))
         if n == 1:
