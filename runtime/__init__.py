@@ -30,6 +30,8 @@ class _FlintbitName:
         return namespace[self._name]
 
     def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):  # introspection (pickle, doctest, IDEs) is not a flintbit call
+            raise AttributeError(attribute)
         return getattr(self._target(), attribute)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -3,8 +3,8 @@
 >>> meta = new_meta(context="examples:hello.py", timeout=60000, username="admin")
 >>> meta["status"], meta["exit-code"], meta["job-id"].startswith("job-")
 ('submitted', 0, True)
->>> finish(meta, exit_code=-6, message="timed out after 10 ms")["status"]
-'aborted'
+>>> failure(meta, TimedOut("timed out after 10 ms"))["status"], meta["exit-code"]
+('aborted', -6)
 """
 
 from __future__ import annotations
