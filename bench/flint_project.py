@@ -174,20 +174,31 @@ class BenchProject:
         """The jobs' envelopes as they stand."""
         return [self.client().result(jobid) for jobid in jobids]
 
-    def window(self, jobids: list[str]) -> tuple[int, float]:
-        """(jobs, seconds from the first claim to the last stored result); BenchError unless all succeeded."""
+    def check(self, jobids: list[str]) -> None:
+        """BenchError unless every job ended ``complete`` with exit-code 0 (read through the client)."""
+        for jobid, result in zip(jobids, self.envelopes(jobids)):
+            meta = result["meta"]
+            if meta["status"] != "complete" or meta["exit-code"] != 0:
+                raise BenchError(f"job {jobid} ended {meta['status']} {meta['exit-code']}: {meta['message']}; "
+                                 f"worker log:\n{self.tail('worker.log')}")
+
+    def window(self, jobids: list[str]) -> tuple[int, float] | None:
+        """(jobs, seconds from the first claim to the last stored result), or None without the stamps.
+
+        The stamps are the ``started`` field of each job's hash and the id of the entry in its
+        ``done`` stream; None when a runtime version no longer writes them (the caller then falls
+        back to wall time minus start-up).
+        """
         pipe = self.redis.pipeline(transaction=False)
         for jobid in jobids:
-            pipe.hmget(self.keys.job(jobid), "status", "started", "meta")
+            pipe.hget(self.keys.job(jobid), "started")
             pipe.xrevrange(self.keys.done(jobid), count=1)
         replies = pipe.execute()
         starts: list[int] = []
         ends: list[int] = []
-        for jobid, (status, started, meta), done in zip(jobids, replies[0::2], replies[1::2]):
-            code = json.loads(meta or "{}").get("exit-code")
-            if status != "complete" or code != 0 or not done or not started:
-                message = json.loads(meta or "{}").get("message")
-                raise BenchError(f"job {jobid} ended {status} {code}: {message}; worker log:\n{self.tail('worker.log')}")
+        for started, done in zip(replies[0::2], replies[1::2]):
+            if not started or not str(started).isdigit() or not done:
+                return None
             starts.append(int(started))
             ends.append(int(done[0][0].split("-")[0]))
         return len(jobids), (max(ends) - min(starts)) / 1000.0

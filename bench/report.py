@@ -27,6 +27,7 @@ class Measurement:
     name: str
     unit: str
     samples: list[tuple[int, float, float]] = field(default_factory=list)  # (n, seconds, value)
+    notes: set[str] = field(default_factory=set)  # how it was measured, when not the usual way
 
     def add(self, n: int, seconds: float, value: float | None = None) -> None:
         """Record one repeat: ``n`` jobs in ``seconds``; ``value`` defaults to the rate."""
@@ -125,7 +126,8 @@ def render(rows: list[Row]) -> str:
         target = ""
         if row.target is not None:
             target = f"{row.target.op} {row.target.bound:g}" + ("x" if row.baseline is not None else f" {m.unit}")
-        name = m.name + (f" ({row.note})" if row.note else "")
+        notes = [row.note, *sorted(m.notes)]
+        name = m.name + "".join(f" ({note})" for note in notes if note)
         cells = [row.section, name, str(m.n), f"{m.seconds:.3f}", f"{_number(m.value)} {m.unit}", m.spread(),
                  ratio, target, row.result]
         lines.append("| " + " | ".join(cells) + " |")
