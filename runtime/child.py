@@ -90,8 +90,10 @@ def _limit_memory(megabytes: int) -> None:
 
 def child_main(conn: Connection, settings: Settings) -> None:
     """The child's loop: receive a job, run it, send back the envelope; until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when the child stops
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The supervisor decides when the child stops: a SIGINT or SIGTERM sent to the worker's whole
+    # process group (Ctrl-C, systemd) lets the running job finish; the supervisor then stops it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ["FLINT_WORKER_CHILD"] = "1"
     _limit_memory(settings.memory_limit_mb)
     executor = Executor(settings, _PipeLink(conn))

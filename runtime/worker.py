@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 import socket
 import threading
 import time
@@ -72,6 +73,7 @@ class Worker:
         self._next_beat = 0.0
         self._next_recover = 0.0
         self._retryable: dict[tuple[str, str], bool] = {}
+        self._log_backlog: deque[tuple[str, dict[str, Any]]] = deque()
 
     # -- the loop ----------------------------------------------------------------------------
     def stop(self, *, wake: bool = True) -> None:
@@ -109,6 +111,9 @@ class Worker:
                     claimed = self.queue.claim(delivery, self.id)
                     backoff = 0.1
                 except QueueUnavailable as exc:
+                    # After an outage every heartbeat may have expired: give the other workers
+                    # lost-after to say they are alive before settling anybody's jobs.
+                    self._next_recover = time.monotonic() + self.settings.lost_after
                     logger.error("%s; retrying in %.1f s", exc.message, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -118,6 +123,7 @@ class Worker:
                     continue
                 spec, uploaded = claimed
                 result = self._run(spec, uploaded)
+                self._flush_logs()  # a job's log is in Redis before its result, when Redis is there
                 finished = Finished(spec.jobid, result, self.id, taken.queue, taken.entry)
                 self.jobs_done += 1
         finally:
@@ -174,7 +180,14 @@ class Worker:
 
     # -- Services for the child ----------------------------------------------------------------
     def tick(self) -> None:
-        """Heartbeat and recovery of lost workers' jobs, each when due."""
+        """Heartbeat and recovery of lost workers' jobs, each when due (a Redis outage is waited out)."""
+        try:
+            self._tick()
+        except QueueUnavailable as exc:
+            self._next_recover = time.monotonic() + self.settings.lost_after
+            logger.warning("heartbeat skipped: %s", exc.message)
+
+    def _tick(self) -> None:
         now = time.monotonic()
         if now >= self._next_beat:
             self.queue.heartbeat(self.id, {"queues": self.queues, "pid": os.getpid(),
@@ -199,5 +212,18 @@ class Worker:
         return self.store.find(ref)
 
     def log(self, jobid: str, lines: list[dict[str, Any]]) -> None:
-        """Keep the running job's log lines."""
-        self.queue.append_log(jobid, lines)
+        """Keep the running job's log lines; while Redis is away they wait here, in order."""
+        self._log_backlog.extend((jobid, line) for line in lines)
+        self._flush_logs()
+
+    def _flush_logs(self) -> None:
+        while self._log_backlog:
+            jobid = self._log_backlog[0][0]
+            batch = []
+            while self._log_backlog and self._log_backlog[0][0] == jobid:
+                batch.append(self._log_backlog.popleft()[1])
+            try:
+                self.queue.append_log(jobid, batch)
+            except QueueUnavailable:
+                self._log_backlog.extendleft((jobid, line) for line in reversed(batch))
+                return

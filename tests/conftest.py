@@ -6,7 +6,7 @@ import pytest
 
 from tests.project import Project
 
-pytest_plugins = ["tests.servers.smtp", "tests.servers.dovecot", "tests.servers.redis"]
+pytest_plugins = ["tests.servers.smtp", "tests.servers.dovecot", "tests.servers.redis", "tests.servers.workers"]
 
 
 @pytest.fixture

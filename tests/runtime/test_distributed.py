@@ -12,50 +12,9 @@ import time
 import pytest
 
 from runtime.errors import QueueUnavailable
+from tests.servers.workers import wait_for
 from runtime.settings import Settings
 from runtime.client import FlintClient
-
-
-class Workers:
-    """``flint worker`` processes for a project; all killed at teardown."""
-
-    def __init__(self, project) -> None:
-        self.project = project
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, *extra: str, name: str | None = None) -> subprocess.Popen:
-        args = [sys.executable, "-c", "from runtime.cli import main; main()", "--config", str(self.project.config_dir),
-                "--redis", self.project.redis_url, "worker", *extra]
-        if name:
-            args += ["--name", name]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLINT_")}
-        process = subprocess.Popen(args, cwd=self.project.root, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-@pytest.fixture
-def workers(redis_project):
-    pool = Workers(redis_project)
-    yield pool
-    pool.stop_all()
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_async_submit_then_result_through_a_worker_process(redis_project, workers):

@@ -30,13 +30,15 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with no persistence, on 127.0.0.1."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         self.binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
         if self.binary is None:
             pytest.fail(INSTALL, pytrace=False)
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="flint-redis-")
         self.process: subprocess.Popen | None = None
+        # persistent: an append-only file synced on every write, so a restart loses nothing.
+        self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
 
     @property
     def url(self) -> str:
@@ -46,7 +48,7 @@ class RedisServer:
     def start(self) -> "RedisServer":
         """Start the server and wait until it answers PING."""
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence,
              "--dir", self.dir, "--protected-mode", "yes", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )
