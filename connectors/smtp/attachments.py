@@ -62,13 +62,18 @@ class AttachmentRules:
     roots: tuple[Path, ...]
     limit_mb: float
     timeout_s: float
+    allow_private: bool = False
+    deadline: float | None = None  # time.monotonic() by which every fetch must be done
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, timeout_s: float) -> "AttachmentRules":
-        """Read ``attachment-roots`` (relative to the working directory) and ``attachment_size``."""
+    def from_settings(cls, settings: Mapping[str, Any], *, timeout_s: float,
+                      deadline: float | None = None) -> "AttachmentRules":
+        """Read ``attachment-roots`` (relative to the working directory), ``attachment_size`` and
+        ``attachment-allow-private``."""
         roots = settings.get("attachment-roots") or list(DEFAULT_ATTACHMENT_ROOTS)
         resolved = tuple(Path(os.path.realpath(os.path.abspath(root))) for root in roots)
-        return cls(resolved, float(settings.get("attachment_size", DEFAULT_ATTACHMENT_SIZE_MB)), timeout_s)
+        return cls(resolved, float(settings.get("attachment_size", DEFAULT_ATTACHMENT_SIZE_MB)), timeout_s,
+                   settings.get("attachment-allow-private") is True, deadline)
 
     @property
     def limit_bytes(self) -> int:

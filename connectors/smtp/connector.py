@@ -7,24 +7,33 @@ Order of work, so that nothing is delivered when any input is bad: header fields
 The SMTP connection is made in one overridable place, :meth:`SmtpConnector.open_connection`,
 and given back through :meth:`SmtpConnector.release_connection`; a pooling subclass or a test
 double replaces those two methods without patching :mod:`smtplib`.
+
+Faults: :meth:`SmtpConnector.deliver` retries a transaction that failed before the server could
+have accepted the message (a 4xx, a connection dropped before the final ``.`` was sent), on a
+fresh connection with exponential backoff, within the request's timeout; it never retries once
+the final ``.`` has been sent -- a 250 is success, a lost reply means "the server may have
+accepted the message" and the request fails saying so. The full rule is in
+:mod:`connectors.smtp.retry`.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import time
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from connectors.base import Connector, ConnectorCall
 from connectors.capture import STORED_AS, capture_server
 from connectors.smtp.attachments import AttachmentRules, load_attachments, read_body_file
 from connectors.smtp.message import POLICY, build_message, read_addressing, read_headers
 from connectors.smtp.pool import SmtpPool
+from connectors.smtp.retry import MIN_ATTEMPT_S, RetryPolicy, is_retryable
 from connectors.smtp.schema import CONFIG_SCHEMA, REQUEST_OVERRIDABLE, SEND_SCHEMA
-from connectors.smtp.session import Delivery, ServerSettings, open_session, transfer
-from runtime.errors import InternalError, InvalidRequest
+from connectors.smtp.session import Delivery, Progress, ServerSettings, bind_deadline, open_session, transfer
+from runtime.errors import ConnectFailed, FlintError, InternalError, InvalidRequest, TimedOut
 
 __all__ = ["SmtpConnector"]
 
@@ -62,8 +71,8 @@ class SmtpConnector(Connector):
         smtp = self.pool.take(key)
         if smtp is None:
             smtp = open_session(server)
-        elif smtp.sock is not None:
-            smtp.sock.settimeout(server.timeout_ms / 1000.0)  # this request's timeout, not the last one's
+        else:
+            bind_deadline(smtp, server)  # this request's deadline, not the last one's
         smtp._flint_pool_key = key  # type: ignore[attr-defined]
         return smtp
 
@@ -110,16 +119,18 @@ class SmtpConnector(Connector):
     def action_send(self, request: Mapping[str, Any], call: ConnectorCall) -> dict[str, Any]:
         """Send one message; see the package docstring for keys and output."""
         timeout_ms = min(int(request.get("timeout") or call.timeout_ms), call.timeout_ms)
+        deadline = time.monotonic() + timeout_ms / 1000.0  # for everything: fetches, every attempt
         addressing = read_addressing(request)
         extra_headers = read_headers(request)
         capture_dir = request.get("capture-dir")
-        server = None if capture_dir else ServerSettings.from_settings(request, timeout_ms=timeout_ms)
+        server = None if capture_dir else ServerSettings.from_settings(request, timeout_ms=timeout_ms,
+                                                                       deadline=deadline)
         if server is not None:
             if not server.host:
                 raise InvalidRequest("'target' is required")
             server.check_auth_allowed()
 
-        rules = AttachmentRules.from_settings(request, timeout_s=timeout_ms / 1000.0)
+        rules = AttachmentRules.from_settings(request, timeout_s=timeout_ms / 1000.0, deadline=deadline)
         body = self._body(request, rules)
         attachments = load_attachments(request.get("attachments"), rules)
         message = build_message(request, addressing, extra_headers, body, attachments)
@@ -129,8 +140,10 @@ class SmtpConnector(Connector):
         capture = None
         if server is None:
             capture = capture_server(str(capture_dir))
-            server = ServerSettings(capture.host, capture.port, security="none", timeout_ms=timeout_ms)
-        delivery = self.deliver(server, addressing.sender.addr_spec, addressing.recipients, raw)
+            server = ServerSettings(capture.host, capture.port, security="none", timeout_ms=timeout_ms,
+                                    deadline=deadline)
+        delivery = self.deliver(server, addressing.sender.addr_spec, addressing.recipients, raw,
+                                retry=RetryPolicy.from_settings(request), log=call.log)
 
         output: dict[str, Any] = {
             "result": "success",
@@ -147,16 +160,71 @@ class SmtpConnector(Connector):
         call.log("info", summary)
         return output
 
-    def deliver(self, server: ServerSettings, sender: str, recipients: list[str], raw: bytes) -> Delivery:
-        """Run one SMTP transaction over a connection from :meth:`open_connection`."""
+    def deliver(self, server: ServerSettings, sender: str, recipients: list[str], raw: bytes, *,
+                retry: RetryPolicy | None = None,
+                log: Callable[[str, str], None] | None = None) -> Delivery:
+        """Deliver ``raw`` in one SMTP transaction, tried again while that cannot duplicate it.
+
+        Each attempt takes a connection from :meth:`open_connection` (a fresh one after a
+        failure). An attempt that failed before the server could have accepted the message
+        (:func:`~connectors.smtp.retry.is_retryable`) is repeated after a backoff, while attempts
+        remain and the next one fits before the deadline; each retry is written to ``log``. Once
+        the final ``.`` has been sent nothing is repeated: a lost reply fails the request with
+        "the server may have accepted the message".
+        """
+        retry = retry or RetryPolicy()
+        server = server.with_deadline()
+        assert server.deadline is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = retry.delay_s(attempt)
+            last = attempt >= retry.attempts or time.monotonic() + wait + MIN_ATTEMPT_S > server.deadline
+            progress = Progress()
+            try:
+                delivery = self._attempt(server, sender, recipients, raw, progress, last=last)
+            except FlintError as exc:
+                error = exc
+            else:
+                if attempt > 1:
+                    self._note(log, "info", f"delivered to {server.where} on attempt {attempt}")
+                return delivery
+            if progress.data_sent and isinstance(error, (ConnectFailed, TimedOut)):
+                raise type(error)(f"{error.message} after the message was sent: the server may have accepted "
+                                  "the message, so it was not sent again") from error
+            if not is_retryable(error, progress, attempt):
+                if attempt > 1:
+                    raise type(error)(f"{error.message} (attempt {attempt})") from error
+                raise error
+            if last:
+                if attempt >= retry.attempts:
+                    if attempt == 1:
+                        raise error
+                    raise type(error)(f"{error.message}; gave up after {attempt} attempts") from error
+                raise type(error)(f"{error.message}; gave up after {attempt} attempt{'s' if attempt > 1 else ''}: "
+                                  f"no time for another within the {server.timeout_ms} ms timeout") from error
+            self._note(log, "warn", f"attempt {attempt} of {retry.attempts} to {server.where} failed: "
+                                    f"{error.message}; retrying in {round(wait * 1000)} ms")
+            self.pool.discard(server.pool_key())  # its other idle connections are suspect too
+            time.sleep(wait)
+
+    def _attempt(self, server: ServerSettings, sender: str, recipients: list[str], raw: bytes,
+                 progress: Progress, *, last: bool) -> Delivery:
+        """One transaction over one connection; ``progress`` says how far it got."""
         smtp = self.open_connection(server)
         delivered = False
         try:
-            delivery = transfer(smtp, server, sender, recipients, raw)
+            delivery = transfer(smtp, server, sender, recipients, raw, progress=progress, hold_deferred=not last)
             delivered = True
             return delivery
         finally:
             self.release_connection(smtp, reusable=delivered)
+
+    @staticmethod
+    def _note(log: Callable[[str, str], None] | None, level: str, line: str) -> None:
+        getattr(logger, "warning" if level == "warn" else level)("%s", line)
+        if log is not None:
+            log(level, line)
 
     @staticmethod
     def _body(request: Mapping[str, Any], rules: AttachmentRules) -> str:

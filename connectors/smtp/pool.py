@@ -84,6 +84,14 @@ class SmtpPool:
             idle.append(_Idle(smtp, time.monotonic(), uses))
         return True
 
+    def discard(self, key: Hashable) -> None:
+        """Close the idle connections for ``key`` (after a server said 421 or dropped one: suspect)."""
+        with self._lock:
+            entries = self._idle.pop(key, [])
+        for entry in entries:
+            self._uses.pop(id(entry.smtp), None)
+            _close(entry.smtp)
+
     def forget(self, smtp: smtplib.SMTP) -> None:
         """Drop the bookkeeping of a connection the caller is closing."""
         self._uses.pop(id(smtp), None)

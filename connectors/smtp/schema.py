@@ -1,7 +1,9 @@
 """The JSON Schemas of the smtp connector: its config and the request of its ``send`` action.
 
 Config keys hold the server (``target``, ``port``, ``security``, credentials, TLS settings), the
-limits (``attachment_size`` in MB per attachment, ``attachment-roots``), an optional default
+limits (``attachment_size`` in MB per attachment, ``attachment-roots``,
+``attachment-allow-private`` for URL attachments on private networks), the retries of a
+transaction that failed for now (``retries``, ``retry-backoff`` in ms), an optional default
 ``from``, and ``capture-dir`` for capture mode. A request may override only the keys in
 :data:`REQUEST_OVERRIDABLE`; the other config keys guard the host (see ``Connector.request_overridable``) and are refused
 when a request names them, so a flintbit cannot widen its own attachment roots or turn off
@@ -62,6 +64,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "from": _ADDRESS,
         "attachment_size": {"type": "number", "exclusiveMinimum": 0, "description": "MB per attachment"},
         "attachment-roots": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "attachment-allow-private": {
+            "type": "boolean",
+            "description": "let http(s) attachments come from loopback, link-local, private, multicast addresses"},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 20,
+                    "description": "retries of a transaction that failed for now (4xx, dropped connection)"},
+        "retry-backoff": {"type": "integer", "minimum": 0, "description": "ms before the first retry; doubles"},
         "capture-dir": {"type": "string", "minLength": 1,
                         "description": "deliver to a local capture server storing .eml files here"},
     },

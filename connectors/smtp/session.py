@@ -2,13 +2,20 @@
 
 :func:`open_session` connects, secures (``tls``: implicit TLS; ``starttls``: required, never a
 fallback to plain text) and authenticates. :func:`transfer` runs MAIL FROM, one RCPT TO per
-recipient (so each refusal is known by address) and DATA. :func:`translating` turns socket,
-TLS and smtplib errors into :mod:`runtime.errors`, most specific first, chained with ``from``:
+recipient (so each refusal is known by address) and DATA, and records in a :class:`Progress`
+how far it got: whether the final ``.`` of the message was sent in full. That is the line
+the connector's retries never cross (see :mod:`connectors.smtp.retry`): before it the server
+cannot have accepted the message; after it, without a reply, it may have.
+
+Every read and write is bounded by the request's deadline (``ServerSettings.deadline``), not
+only per socket operation: a server that drips its replies a byte at a time still ends in -6
+within the timeout. :func:`translating` turns socket, TLS and smtplib errors into
+:mod:`runtime.errors`, most specific first, chained with ``from``:
 
     SMTPAuthenticationError          -> AuthFailed        -5
     SMTPServerDisconnected (timeout) -> TimedOut          -6
     SMTPServerDisconnected (other)   -> ConnectFailed     -4
-    SMTPConnectError                 -> ConnectFailed     -4
+    greeting 4xx / other             -> TransientFailure -1 / ConnectFailed -4
     SMTPResponseException 4xx / 5xx  -> TransientFailure / RemoteRefused   -1
     OSError, ssl.SSLError            -> transport.translate_connect_error  -4 / -6
 
@@ -20,10 +27,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
+import math
+import re
 import smtplib
 import socket
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping, Sequence
 
 from connectors.transport import require_safe_auth, ssl_context, translate_connect_error
@@ -38,7 +49,8 @@ from runtime.errors import (
     TransientFailure,
 )
 
-__all__ = ["ServerSettings", "Delivery", "open_session", "transfer", "translating", "refusal", "DEFAULT_PORTS"]
+__all__ = ["ServerSettings", "Delivery", "Progress", "open_session", "transfer", "translating", "refusal",
+           "DEFAULT_PORTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +72,9 @@ class ServerSettings:
     password: Any = field(default=None, repr=False)
     timeout_ms: int = 60000
     tls: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # time.monotonic() by which the whole request must be done; None: timeout_ms from when a
+    # connection is opened. Not part of the server's identity (pool_key).
+    deadline: float | None = field(default=None, repr=False, compare=False)
 
     def pool_key(self) -> tuple[Any, ...]:
         """Identity of a connection to reuse: server, security, TLS rules and credentials.
@@ -71,7 +86,8 @@ class ServerSettings:
         return (self.host, self.port, self.security, self.username, digest, tuple(sorted(self.tls.items())))
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, timeout_ms: int) -> "ServerSettings":
+    def from_settings(cls, settings: Mapping[str, Any], *, timeout_ms: int,
+                      deadline: float | None = None) -> "ServerSettings":
         """Read target, port, security (default ``starttls``, ``tls`` on 465), credentials, TLS keys."""
         port = settings.get("port")
         security = settings.get("security") or ("tls" if port == 465 else "starttls")
@@ -84,6 +100,7 @@ class ServerSettings:
             password=settings.get("password"),
             timeout_ms=timeout_ms,
             tls=tls,
+            deadline=deadline,
         )
 
     @property
@@ -93,8 +110,14 @@ class ServerSettings:
 
     @property
     def timeout_s(self) -> float:
-        """The socket timeout in seconds."""
+        """The request's timeout in seconds."""
         return max(self.timeout_ms, 1) / 1000.0
+
+    def with_deadline(self) -> "ServerSettings":
+        """These settings with a deadline ``timeout_ms`` from now, unless one is set already."""
+        if self.deadline is not None:
+            return self
+        return replace(self, deadline=time.monotonic() + self.timeout_s)
 
     def check_auth_allowed(self) -> None:
         """Refuse (-9) credentials in plain text off loopback; before any connection is made."""
@@ -109,6 +132,76 @@ class Delivery:
     accepted: list[str]
     refused: dict[str, str]
     data_reply: str = ""
+
+
+@dataclass
+class Progress:
+    """How far one transaction got. ``data_sent``: the message and its final ``.`` were sent in
+    full, so from then on the server may have accepted it even if no reply comes."""
+
+    data_sent: bool = False
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads the connection's current socket, each read bounded by the time left."""
+
+    def __init__(self, smtp: "_DeadlineBound") -> None:
+        self.smtp = smtp
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        sock = self.smtp.sock
+        if sock is None:
+            raise OSError("not connected")
+        sock.settimeout(self.smtp.time_left())
+        return sock.recv_into(buffer)
+
+
+class _DeadlineBound:
+    """Mixin for :class:`smtplib.SMTP`: every connect, read and write ends by ``deadline``.
+
+    A socket timeout alone bounds each operation, so a server sending one byte a second would
+    hold a reply open for ever; here each operation gets only the time left, and none is
+    started once the deadline has passed (``TimeoutError``, translated to -6).
+    """
+
+    deadline: float = math.inf
+    sock: Any
+    file: Any
+
+    def time_left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        return super()._get_socket(host, port, self.time_left())  # type: ignore[misc]
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None:
+            self.file = io.BufferedReader(_DeadlineReader(self))
+        return super().getreply()  # type: ignore[misc]
+
+    def send(self, s: bytes | str) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self.time_left())  # sendall: the timeout bounds the whole call
+        super().send(s)  # type: ignore[misc]
+
+    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        if self.sock is not None:
+            self.sock.settimeout(self.time_left())
+        return super().starttls(*args, **kwargs)  # type: ignore[misc]
+
+
+class _SMTP(_DeadlineBound, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_DeadlineBound, smtplib.SMTP_SSL):
+    pass
 
 
 @functools.lru_cache(maxsize=1)
@@ -180,18 +273,32 @@ def _login(smtp: smtplib.SMTP, server: ServerSettings) -> None:
         ) from exc
 
 
+def bind_deadline(smtp: smtplib.SMTP, server: ServerSettings) -> None:
+    """Make ``server``'s deadline the one every later read and write of ``smtp`` ends by."""
+    if isinstance(smtp, _DeadlineBound):
+        smtp.deadline = server.with_deadline().deadline or math.inf
+    elif smtp.sock is not None:  # a connection made elsewhere (a test double): per-operation only
+        smtp.sock.settimeout(server.timeout_s)
+
+
 def open_session(server: ServerSettings) -> smtplib.SMTP:
     """Connect, secure and authenticate; the caller owns the returned connection."""
     server.check_auth_allowed()
-    smtp: smtplib.SMTP | None = None
+    smtp: _SMTP | _SMTP_SSL | None = None
     try:
         with translating(server):
             if server.security == "tls":
-                smtp = smtplib.SMTP_SSL(server.host, server.port, local_hostname=_local_hostname(),
-                                        timeout=server.timeout_s, context=ssl_context(server.tls))
+                smtp = _SMTP_SSL(local_hostname=_local_hostname(), timeout=server.timeout_s,
+                                 context=ssl_context(server.tls))
             else:
-                smtp = smtplib.SMTP(server.host, server.port, local_hostname=_local_hostname(),
-                                    timeout=server.timeout_s)
+                smtp = _SMTP(local_hostname=_local_hostname(), timeout=server.timeout_s)
+            bind_deadline(smtp, server)
+            smtp._host = server.host  # smtplib sets it only when __init__ connects; TLS needs it (SNI)
+            code, greeting = smtp.connect(server.host, server.port)
+            if code != 220:
+                what = f"SMTP server {server.where} refused the session: {code} {_text(greeting)}"
+                # 421 (busy, shutting down) is for now; anything else means this server will not talk.
+                raise TransientFailure(what) if 400 <= code < 500 else ConnectFailed(what)
             smtp.ehlo_or_helo_if_needed()
             if server.security == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -228,9 +335,33 @@ def _check_size_limit(smtp: smtplib.SMTP, server: ServerSettings, size: int) -> 
         )
 
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _send_data(smtp: smtplib.SMTP, raw: bytes, progress: Progress) -> tuple[int, bytes]:
+    """DATA, as :meth:`smtplib.SMTP.data` does it, noting the moment the final ``.`` is sent."""
+    smtp.putcmd("data")
+    code, reply = smtp.getreply()
+    if code != 354:
+        return code, reply
+    payload = _LEADING_DOT.sub(b"..", raw)
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    # One sendall: if it fails, the end of the payload (the "." line) never left this host.
+    smtp.send(payload + b".\r\n")
+    progress.data_sent = True
+    return smtp.getreply()
+
+
 def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients: Sequence[str],
-             raw: bytes) -> Delivery:
-    """MAIL FROM, RCPT TO for each recipient, DATA. Refusing every recipient is -1 and sends nothing."""
+             raw: bytes, *, progress: Progress | None = None, hold_deferred: bool = False) -> Delivery:
+    """MAIL FROM, RCPT TO for each recipient, DATA. Refusing every recipient is -1 and sends nothing.
+
+    With ``hold_deferred`` a recipient refused for now (4xx) abandons the transaction before DATA
+    (RSET; nothing sent), so that a retry can reach every recipient; without it the message goes
+    to the accepted recipients and the others are reported in ``refused``.
+    """
+    progress = progress if progress is not None else Progress()
     with translating(server):
         options: list[str] = []
         if smtp.has_extn("size"):
@@ -250,13 +381,20 @@ def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients
             else:
                 refused[address] = f"{code} {_text(reply)}"
                 first = first or refusal(code, reply, f"recipient <{address}>")
-        if not accepted:
+        deferred = [address for address, reply in refused.items() if reply.startswith("4")]
+        if not accepted or (hold_deferred and deferred):
             _reset(smtp)
+            if accepted:
+                first = refusal(int(refused[deferred[0]][:3]), refused[deferred[0]][4:],
+                                f"recipient <{deferred[0]}>")
             assert first is not None
             if len(refused) > 1:
                 first = type(first)(f"{first.message} (and {len(refused) - 1} more recipients refused)")
             raise first
-        code, reply = smtp.data(raw)
+        code, reply = _send_data(smtp, raw, progress)
         if code != 250:
+            if progress.data_sent and not 400 <= code < 600:
+                raise RemoteRefused(f"SMTP {server.where} gave an unreadable reply to the message "
+                                    f"({code} {_text(reply)}); the server may have accepted the message")
             raise refusal(code, reply, "message data")
     return Delivery(accepted, refused, _text(reply))
