@@ -44,6 +44,23 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _measured_code() -> str:
+    """Which runtime is measured: the commit of the tree the bench runs from, and whether it is dirty."""
+    import subprocess
+
+    from bench.flint_project import REPO
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return f"runtime from {REPO} (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "runtime", "connectors")
+    return f"runtime at commit {commit}" + (" plus uncommitted changes in runtime/ or connectors/" if dirty else "")
+
+
 def _versions(redis_server: RedisServer) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -76,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: logs kept in {workdir}", file=sys.stderr)
         args.keep = True
         return 1
+    except BaseException:
+        print(f"bench: stopped by an error; logs kept in {workdir}", file=sys.stderr)
+        args.keep = True
+        raise
     finally:
         sink.stop()
         redis_server.stop()
@@ -85,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Flint runtime bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {mode}"
           f"median of {args.repeat} run(s) per row, {time.monotonic() - started:.0f} s in all.")
     print(versions)
+    print(_measured_code())
     print()
     print(render(rows))
     if args.keep:

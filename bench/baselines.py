@@ -88,7 +88,8 @@ def run_celery(url: str, count: int, workdir: Path, timeout: float = 300.0) -> t
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO, env=_environment(BENCH_REDIS_URL=url, BENCH_CELERY_EXPECT=str(count), BENCH_CELERY_DONE_KEY=done_key),
         stdout=log, stderr=subprocess.STDOUT)
-    connection = redis.Redis.from_url(url, decode_responses=True)
+    # No socket timeout: redis-py 8 otherwise gives up on any reply after 5 s, a blocking one included.
+    connection = redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
     try:
         reply = connection.blpop([done_key], timeout=int(timeout))
     finally:

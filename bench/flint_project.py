@@ -12,7 +12,6 @@ jobs' ``done`` streams, written when each result was stored.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
