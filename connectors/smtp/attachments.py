@@ -7,20 +7,20 @@ is -3. Each attachment is at most ``attachment_size`` MB (1 MB = 1,048,576 bytes
 
 Every check that needs no network runs before anything is read or fetched (file sizes by
 ``stat``, inline sizes from the base64 length); a URL is read only up to the limit. So a bad
-input anywhere in the list fails the request before a message is built.
+input anywhere in the list fails the request before a message is built. URLs are fetched by
+:mod:`connectors.smtp.fetch`: http(s) only, never to loopback or private addresses unless the
+config says ``attachment-allow-private: true`` (-9), at most 5 redirects, within the timeout.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import logging
 import mimetypes
 import os
 import posixpath
 import re
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -28,16 +28,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from connectors.addresses import refuse_line_breaks
+from connectors.smtp.fetch import Network, fetch, parse_allowed_networks
 from connectors.smtp.schema import DEFAULT_ATTACHMENT_ROOTS, DEFAULT_ATTACHMENT_SIZE_MB
-from connectors.transport import translate_connect_error
-from runtime.errors import ConnectFailed, Forbidden, InvalidRequest, LimitExceeded, NotFound, RemoteRefused
+from runtime.errors import Forbidden, InvalidRequest, LimitExceeded, NotFound
 
 __all__ = ["Attachment", "AttachmentRules", "load_attachments", "read_body_file", "MB"]
 
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-_CHUNK = 64 * 1024
 _MIME_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 
 
@@ -62,7 +61,7 @@ class AttachmentRules:
     roots: tuple[Path, ...]
     limit_mb: float
     timeout_s: float
-    allow_private: bool = False
+    allow_private: "bool | tuple[Network, ...]" = False  # True, or the private networks allowed
     deadline: float | None = None  # time.monotonic() by which every fetch must be done
 
     @classmethod
@@ -73,7 +72,7 @@ class AttachmentRules:
         roots = settings.get("attachment-roots") or list(DEFAULT_ATTACHMENT_ROOTS)
         resolved = tuple(Path(os.path.realpath(os.path.abspath(root))) for root in roots)
         return cls(resolved, float(settings.get("attachment_size", DEFAULT_ATTACHMENT_SIZE_MB)), timeout_s,
-                   settings.get("attachment-allow-private") is True, deadline)
+                   parse_allowed_networks(settings.get("attachment-allow-private")), deadline)
 
     @property
     def limit_bytes(self) -> int:
@@ -128,15 +127,6 @@ def _guess_type(filename: str) -> str:
     return guessed
 
 
-def _display_url(url: str) -> str:
-    """The URL without user info, query or fragment, which may carry credentials."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _inline_size(content: str) -> int:
     compact = re.sub(r"\s+", "", content)
     return len(compact) * 3 // 4 - compact[-2:].count("=")
@@ -179,67 +169,13 @@ def _plan(spec: Any, field: str, rules: AttachmentRules) -> _Plan:
     return plan
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """HTTP(S) only: unlike ``urlopen``, a redirect cannot lead to ftp:// or file://."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
 def _fetch(plan: _Plan, rules: AttachmentRules) -> Attachment:
-    shown = _display_url(plan.source)
-    parts = urllib.parse.urlsplit(plan.source)
-    headers = {"User-Agent": "flint-runtime smtp connector"}
-    url = plan.source
-    if parts.username is not None:  # user:password@ in the URL becomes Basic auth, never part of the host
-        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-        netloc = parts.netloc.rpartition("@")[2]
-        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with _opener().open(request, timeout=rules.timeout_s) as response:
-            name = response.headers.get_filename() or posixpath.basename(
-                urllib.parse.unquote(urllib.parse.urlsplit(response.url).path)) or "attachment"
-            refuse_line_breaks(name, f"{plan.field} file name")
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit():
-                rules.check_size(name, int(length))
-            chunks: list[bytes] = []
-            received = 0
-            while received <= rules.limit_bytes:
-                chunk = response.read(min(_CHUNK, rules.limit_bytes + 1 - received))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                received += len(chunk)
-            if received > rules.limit_bytes:
-                raise LimitExceeded(f"attachment {name} is over the limit of {rules.limit_mb:g} MB ({shown})")
-            declared = response.headers.get_content_type() if "Content-Type" in response.headers else ""
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 410):
-            raise NotFound(f"attachment not found: {shown} (HTTP {exc.code})") from exc
-        raise RemoteRefused(f"attachment {shown}: HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, BaseException):
-            raise translate_connect_error(reason, parts.hostname or "", parts.port or 0,
-                                          timeout_ms=int(rules.timeout_s * 1000)) from exc
-        raise ConnectFailed(f"cannot fetch attachment {shown}: {reason}") from exc
-    except http.client.HTTPException as exc:
-        raise ConnectFailed(f"bad HTTP response for attachment {shown}: {type(exc).__name__}") from exc
-    except OSError as exc:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        raise translate_connect_error(exc, parts.hostname or "", port,
-                                      timeout_ms=int(rules.timeout_s * 1000)) from exc
-    content_type = declared if declared and _MIME_TYPE.match(declared) else _guess_type(name)
+    fetched = fetch(plan.source, rules, plan.field)
+    declared = fetched.declared_type
+    content_type = declared if declared and _MIME_TYPE.match(declared) else _guess_type(fetched.name)
     if content_type.startswith(("message/", "multipart/")):
         content_type = "application/octet-stream"
-    logger.debug("fetched attachment %s (%d bytes) from %s", name, received, shown)
-    return Attachment(name, content_type, b"".join(chunks))
+    return Attachment(fetched.name, content_type, fetched.data)
 
 
 def _load(plan: _Plan, rules: AttachmentRules) -> Attachment:
@@ -260,7 +196,8 @@ def load_attachments(specs: Sequence[Any] | None, rules: AttachmentRules) -> lis
     """Check every attachment (roots, existence, size), then load them in order.
 
     Raises Forbidden (-9), NotFound (-3), LimitExceeded (-7) or InvalidRequest (-2) naming the
-    attachment; fetching a URL may also raise ConnectFailed (-4), TimedOut (-6), RemoteRefused (-1).
+    attachment; fetching a URL may also raise Forbidden (-9, a private address or a redirect off
+    http(s)), ConnectFailed (-4), TimedOut (-6), RemoteRefused (-1).
     """
     plans = [_plan(spec, f"attachments[{index}]", rules) for index, spec in enumerate(specs or [])]
     return [_load(plan, rules) for plan in plans]

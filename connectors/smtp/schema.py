@@ -65,8 +65,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "attachment_size": {"type": "number", "exclusiveMinimum": 0, "description": "MB per attachment"},
         "attachment-roots": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "attachment-allow-private": {
-            "type": "boolean",
-            "description": "let http(s) attachments come from loopback, link-local, private, multicast addresses"},
+            "if": {"type": "array"},
+            "then": {"items": {"type": "string", "minLength": 1}},
+            "else": {"type": "boolean"},
+            "description": "let http(s) attachments come from loopback, link-local, private, multicast "
+                           "addresses: true for any, or a list of networks (10.1.2.0/24) or addresses"},
         "retries": {"type": "integer", "minimum": 0, "maximum": 20,
                     "description": "retries of a transaction that failed for now (4xx, dropped connection)"},
         "retry-backoff": {"type": "integer", "minimum": 0, "description": "ms before the first retry; doubles"},

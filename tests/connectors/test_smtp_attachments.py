@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import FlintError
-from tests.servers.smtp import SmtpServer, send
+from tests.servers.smtp import LOOPBACK_FETCHES, SmtpServer, send
 
 MAIL = {"from": "ops@example.org", "to": "a@example.org", "body": "see attached"}
 
@@ -113,7 +113,7 @@ def test_inline_attachment_with_bad_base64(smtp_server: SmtpServer, attachments_
 
 def test_http_attachment(smtp_server: SmtpServer, attachments_dir: Path, http_files) -> None:
     (http_files.directory / "Übersicht.csv").write_bytes(b"a;b\n1;2\n")
-    send(smtp_server.config(), **MAIL, attachments=[http_files.url("%C3%9Cbersicht.csv")])
+    send(smtp_server.config(**LOOPBACK_FETCHES), **MAIL, attachments=[http_files.url("%C3%9Cbersicht.csv")])
 
     [part] = attached(smtp_server)
     assert part.get_filename() == "Übersicht.csv"
@@ -124,21 +124,22 @@ def test_http_attachment(smtp_server: SmtpServer, attachments_dir: Path, http_fi
 def test_http_attachment_over_the_cap(smtp_server: SmtpServer, attachments_dir: Path, http_files) -> None:
     (http_files.directory / "big.bin").write_bytes(b"x" * 5000)
     refused(smtp_server, -7, "attachment big.bin is 0.0 MB; the limit is 0.001 MB",
-            config={"attachment_size": 0.001}, attachments=[http_files.url("big.bin")])
+            config={"attachment_size": 0.001, **LOOPBACK_FETCHES}, attachments=[http_files.url("big.bin")])
     # No Content-Length: reading stops once past the cap (the server would send 50 MB).
-    error = refused(smtp_server, -7, config={"attachment_size": 0.001}, attachments=[http_files.stream_url(50 << 20)])
+    error = refused(smtp_server, -7, config={"attachment_size": 0.001, **LOOPBACK_FETCHES},
+                    attachments=[http_files.stream_url(50 << 20)])
     assert str(error).startswith("attachment 52428800 is over the limit of 0.001 MB")
 
 
 def test_http_attachment_not_found(smtp_server: SmtpServer, attachments_dir: Path, http_files) -> None:
     url = http_files.url("missing.pdf")
-    refused(smtp_server, -3, f"attachment not found: {url} (HTTP 404)", attachments=[url])
+    refused(smtp_server, -3, f"attachment not found: {url} (HTTP 404)", config=LOOPBACK_FETCHES, attachments=[url])
 
 
 def test_http_attachment_url_credentials_never_shown(smtp_server: SmtpServer, attachments_dir: Path,
                                                      http_files) -> None:
     url = http_files.url("missing.pdf").replace("http://", "http://user:hunter2@") + "?token=abc"
-    error = refused(smtp_server, -3, attachments=[url])
+    error = refused(smtp_server, -3, config=LOOPBACK_FETCHES, attachments=[url])
     assert "hunter2" not in str(error) and "token=abc" not in str(error)
 
 

@@ -8,6 +8,10 @@ it over the real protocol and assert on :class:`Received` records: the SMTP enve
 - ``smtp_servers``: a factory, ``smtp_servers.start(tls=..., implicit_tls=..., users=...)``.
 - ``smtp_ca``: a trustme CA and its PEM file (``smtp_ca.ca_file``), with a certificate for
   127.0.0.1 and localhost (``smtp_ca.server_context()``).
+- ``raw_smtp``: a factory of hand-written SMTP servers that misbehave on purpose (drop the
+  connection mid-DATA, close after the final ``.`` without replying, answer slowly, drip the
+  greeting a byte at a time): ``raw_smtp.start(RawBehaviour(...), ...)``, one behaviour per
+  connection in order (the last one repeats).
 - ``silent_server``: (host, port) of a socket that accepts and never answers.
 - ``closed_port``: (host, port) where nothing listens.
 - ``http_files``: a local ``http.server`` serving a directory; ``http_files.url(name)``.
@@ -28,7 +32,10 @@ import http.server
 import importlib
 import socket
 import ssl
+import struct
 import threading
+import time
+import urllib.parse
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -37,6 +44,9 @@ from typing import Any, Iterator
 import pytest
 
 INSTALL = "pip install -e '.[test]'  (aiosmtpd, trustme)"
+
+# Config that lets URL attachments come from the test HTTP servers on 127.0.0.1 (off by default).
+LOOPBACK_FETCHES = {"attachment-allow-private": True}
 
 
 def require(module: str) -> Any:
@@ -67,7 +77,10 @@ class RecordingHandler:
 
     ``transactions`` counts MAIL FROM commands (0 means the connector sent nothing at all).
     ``refuse_rcpt`` maps an address to the reply for its RCPT TO (e.g. ``"550 5.1.1 <x@y>: no"``);
-    ``refuse_mail`` / ``refuse_data`` are replies for MAIL FROM / DATA.
+    ``refuse_mail`` / ``refuse_data`` are replies for MAIL FROM / DATA, every time.
+    ``mail_replies`` / ``rcpt_replies`` / ``data_replies`` are replies used once each, in order,
+    for the next MAIL FROM / RCPT TO / end of DATA (then the handler answers as usual): a server
+    that is busy twice and then accepts is ``data_replies=["451 ...", "451 ..."]``.
     """
 
     received: list[Received] = field(default_factory=list)
@@ -75,9 +88,15 @@ class RecordingHandler:
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     refuse_mail: str | None = None
     refuse_data: str | None = None
+    mail_replies: list[str] = field(default_factory=list)
+    rcpt_replies: list[str] = field(default_factory=list)
+    data_replies: list[str] = field(default_factory=list)
+    data_commands: int = 0
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:
         self.transactions += 1
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
         if self.refuse_mail:
             return self.refuse_mail
         envelope.mail_from = address
@@ -85,12 +104,17 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:
+        if self.rcpt_replies:
+            return self.rcpt_replies.pop(0)
         if address in self.refuse_rcpt:
             return self.refuse_rcpt[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_commands += 1
+        if self.data_replies:
+            return self.data_replies.pop(0)
         if self.refuse_data:
             return self.refuse_data
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
@@ -180,13 +204,24 @@ def _authenticate(users: dict[str, str], server: Any, session: Any, envelope: An
     return AuthResult(success=users.get(login) == auth_data.password.decode(), handled=False)
 
 
-def send(config: dict[str, Any], timeout_ms: int = 10000, **request: Any) -> dict[str, Any]:
-    """Run a ``send`` request (keys with ``_`` for ``-``, e.g. ``reply_to``) through the connector."""
+def send(config: dict[str, Any], timeout_ms: int = 10000, log: list[tuple[str, str]] | None = None,
+         **request: Any) -> dict[str, Any]:
+    """Run a ``send`` request (keys with ``_`` for ``-``, e.g. ``reply_to``) through the connector.
+
+    ``log``, when given, collects the ``(level, line)`` pairs the connector writes to the job's log.
+    """
     from connectors.base import ConnectorCall
     from connectors.smtp import SmtpConnector
 
     keys = {k if k == "attachment_size" else k.replace("_", "-"): v for k, v in request.items()}
-    return SmtpConnector("smtp", config).run(keys, ConnectorCall(jobid="job-test", timeout_ms=timeout_ms))
+    call = ConnectorCall(jobid="job-test", timeout_ms=timeout_ms)
+    if log is not None:
+        call.log = lambda level, line: log.append((level, line))
+    connector = SmtpConnector("smtp", config)
+    try:
+        return connector.run(keys, call)
+    finally:
+        connector.close()
 
 
 @pytest.fixture
@@ -218,6 +253,193 @@ def smtp_servers(smtp_ca: CertAuthority) -> Iterator[SmtpServers]:
 def smtp_server(smtp_servers: SmtpServers) -> SmtpServer:
     """A plain SMTP server (no TLS, no AUTH) on a free loopback port."""
     return smtp_servers.start()
+
+
+@dataclass
+class RawBehaviour:
+    """How one connection to a :class:`RawSmtpServer` behaves (by default: a plain, correct server).
+
+    ``reply_delay``: seconds before every reply. ``drip_greeting``: send the greeting one byte
+    per that many seconds (a tarpit). ``mail_reply``: the reply to MAIL FROM instead of 250 (a
+    ``421`` also closes the connection). ``drop_after``: during DATA read that many bytes of the
+    message, then reset the connection. ``close_after_dot``: read the whole message and its
+    ``.``, then close without replying. ``hang_after_dot``: read it all, then never reply.
+    ``stop_listening``: once this connection is accepted, accept no more (connections refused).
+    """
+
+    reply_delay: float = 0.0
+    drip_greeting: float | None = None
+    mail_reply: str | None = None
+    drop_after: int | None = None
+    close_after_dot: bool = False
+    hang_after_dot: bool = False
+    data_reply: str = "250 2.0.0 Ok: queued"
+    stop_listening: bool = False
+
+
+class RawSmtpServer:
+    """A hand-written SMTP server on loopback (a thread per connection) that misbehaves on cue.
+
+    Connection *n* follows ``behaviours[n]`` (the last one for every later connection).
+    ``connections`` counts accepted connections, ``transactions`` MAIL FROM commands, ``dots``
+    messages read up to their final ``.`` (answered or not); ``received`` holds those answered 250.
+    Its sockets have a small receive buffer, so a large message cannot sit whole in kernel
+    buffers: a connection reset mid-DATA reaches the sender while it is still sending.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, behaviours: list[RawBehaviour]) -> None:
+        self.behaviours = behaviours or [RawBehaviour()]
+        self.received: list[Received] = []
+        self.connections = self.transactions = self.dots = 0
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # inherited by accepted sockets
+        self.listener.bind((self.host, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        """A connector config pointing at this server (plain SMTP)."""
+        return {"target": self.host, "port": self.port, "security": "none", **extra}
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            behaviour = self.behaviours[min(self.connections, len(self.behaviours) - 1)]
+            self.connections += 1
+            self._sockets.append(conn)
+            thread = threading.Thread(target=self._serve_quietly, args=(conn, behaviour), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+            if behaviour.stop_listening:
+                self.listener.close()
+                return
+
+    def _serve_quietly(self, conn: socket.socket, behaviour: RawBehaviour) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._serve(conn, behaviour)
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _serve(self, conn: socket.socket, b: RawBehaviour) -> None:
+        reader = conn.makefile("rb")
+
+        def reply(text: str) -> None:
+            if b.reply_delay:
+                self._stop.wait(b.reply_delay)
+            conn.sendall(text.replace("\n", "\r\n").encode() + b"\r\n")
+
+        greeting = b"220 raw.localhost ESMTP a very slow greeting indeed\r\n"
+        if b.drip_greeting is not None:
+            for index in range(len(greeting) - 1):  # never the final byte: the reply never ends
+                conn.sendall(greeting[index:index + 1])
+                if self._stop.wait(b.drip_greeting):
+                    return
+            self._stop.wait()
+            return
+        reply(greeting.decode().rstrip())
+        mail_from, rcpt_tos = "", []
+        while not self._stop.is_set():
+            line = reader.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                reply("250-raw.localhost\n250 8BITMIME")
+            elif verb == b"MAIL":
+                self.transactions += 1
+                if b.mail_reply:
+                    reply(b.mail_reply)
+                    if b.mail_reply.startswith("421"):
+                        return
+                    continue
+                mail_from, rcpt_tos = line.decode().split(":", 1)[1].strip().strip("<>"), []
+                reply("250 OK")
+            elif verb == b"RCPT":
+                rcpt_tos.append(line.decode().split(":", 1)[1].strip().strip("<>"))
+                reply("250 OK")
+            elif verb == b"DATA":
+                reply("354 go ahead")
+                if b.drop_after is not None:
+                    reader.read(b.drop_after)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                    reader.close()
+                    conn.close()
+                    return
+                lines: list[bytes] = []
+                while (data := reader.readline()) != b".\r\n":
+                    if not data:
+                        return
+                    lines.append(data[1:] if data.startswith(b".") else data)
+                self.dots += 1
+                if b.close_after_dot:
+                    reader.close()
+                    conn.close()
+                    return
+                if b.hang_after_dot:
+                    self._stop.wait()
+                    return
+                reply(b.data_reply)
+                if b.data_reply.startswith("250"):
+                    self.received.append(Received(mail_from, rcpt_tos, b"".join(lines)))
+            elif verb in (b"RSET", b"NOOP", b"HELO"):
+                reply("250 OK")
+            elif verb == b"QUIT":
+                reply("221 bye")
+                return
+            else:
+                reply("500 unknown command")
+
+    def stop(self) -> None:
+        """Stop accepting, end every connection (waking the ones left hanging)."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        for conn in self._sockets:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self._accepting.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+class RawSmtpServers:
+    """Starts :class:`RawSmtpServer` instances; stops them all at teardown."""
+
+    def __init__(self) -> None:
+        self._running: list[RawSmtpServer] = []
+
+    def start(self, *behaviours: RawBehaviour) -> RawSmtpServer:
+        """A server whose connection *n* follows ``behaviours[n]`` (the last repeats)."""
+        server = RawSmtpServer(list(behaviours))
+        self._running.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        """Stop every server started here."""
+        for server in self._running:
+            server.stop()
+        self._running.clear()
+
+
+@pytest.fixture
+def raw_smtp() -> Iterator[RawSmtpServers]:
+    """A factory of misbehaving SMTP servers (:class:`RawSmtpServer`), stopped when the test ends."""
+    servers = RawSmtpServers()
+    try:
+        yield servers
+    finally:
+        servers.stop_all()
 
 
 @pytest.fixture
@@ -254,12 +476,18 @@ def closed_port() -> tuple[str, int]:
 
 
 class HttpFiles:
-    """A local HTTP server (``http.server`` in a thread) serving ``directory``."""
+    """A local HTTP server (``http.server`` in a thread) serving ``directory`` on ``host``.
 
-    def __init__(self, directory: Path) -> None:
+    Besides files it answers ``/redirect?to=URL`` (302 to URL), ``/hops/<n>/<name>`` (n redirects,
+    then ``<name>``), ``/stream/<n>`` (n bytes, no Content-Length) and ``/drip/<n>`` (n bytes,
+    one every 0.1 s). ``requests`` records (path, headers) of every request.
+    """
+
+    def __init__(self, directory: Path, host: str = "127.0.0.1") -> None:
         self.directory = directory
-        handler = functools.partial(_QuietHandler, directory=str(directory))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        handler = functools.partial(_QuietHandler, self.requests, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
@@ -267,9 +495,14 @@ class HttpFiles:
         """A URL answering ``size`` bytes without a Content-Length header."""
         return self.url(f"stream/{size}")
 
+    def redirect_url(self, to: str) -> str:
+        """A URL answering 302 with ``Location: to``."""
+        return self.url("redirect?to=" + urllib.parse.quote(to, safe=""))
+
     def url(self, name: str) -> str:
         """The http:// URL of ``name`` under the served directory."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/{name}"
 
     def stop(self) -> None:
         """Stop serving."""
@@ -278,20 +511,44 @@ class HttpFiles:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files; ``/stream/<n>`` sends n bytes with no Content-Length (read until close)."""
+    """Serves files and the test paths of :class:`HttpFiles`."""
+
+    def __init__(self, requests: list, *args: Any, **kwargs: Any) -> None:
+        self.recorded = requests
+        super().__init__(*args, **kwargs)
 
     def do_GET(self) -> None:
-        if self.path.startswith("/stream/"):
-            size = int(self.path.rsplit("/", 1)[1])
+        self.recorded.append((self.path, dict(self.headers.items())))
+        path, _, query = self.path.partition("?")
+        if path == "/redirect":
+            self._redirect(urllib.parse.parse_qs(query)["to"][0])
+        elif path.startswith("/hops/"):
+            _, _, count, name = path.split("/", 3)
+            self._redirect(f"/hops/{int(count) - 1}/{name}" if int(count) > 1 else f"/{name}")
+        elif path.startswith(("/stream/", "/drip/")):
+            size = int(path.rsplit("/", 1)[1])
+            drip = path.startswith("/drip/")
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
+            if drip:
+                self.send_header("Content-Length", str(size))
             self.end_headers()
             with contextlib.suppress(OSError):
-                for start in range(0, size, 65536):
-                    self.wfile.write(b"z" * min(65536, size - start))
+                step = 1 if drip else 65536
+                for start in range(0, size, step):
+                    self.wfile.write(b"z" * min(step, size - start))
+                    if drip:
+                        self.wfile.flush()
+                        time.sleep(0.1)
             self.close_connection = True
-            return
-        super().do_GET()
+        else:
+            super().do_GET()
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
