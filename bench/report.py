@@ -4,8 +4,11 @@
 >>> for seconds in (2.0, 1.0, 4.0): m.add(100, seconds)
 >>> m.value, m.seconds
 (50.0, 2.0)
->>> Row(m, target=Target(2.0), baseline=25.0).result
-'PASS'
+>>> base = Measurement("y", "jobs/s")
+>>> for seconds in (4.0, 4.0, 4.0): base.add(100, seconds)
+>>> row = Row(m, target=Target(2.0), baseline=base)
+>>> row.ratio, row.result
+(2.0, 'PASS')
 """
 
 from __future__ import annotations
@@ -73,23 +76,29 @@ class Target:
 class Row:
     """One line of the table: a measurement, what it is compared with, and the goal if there is one.
 
-    ``ratio`` is this row's value over ``baseline``'s (for rates: how many times faster); the target
-    judges the ratio when there is a baseline, else the measured value itself (a latency, a size).
+    ``ratio`` compares this row with ``baseline`` (for rates: how many times faster). Runs are
+    paired: run *i* of the row was measured next to run *i* of its baseline, so the ratio is the
+    median of the per-run ratios, which a slow drift of the machine's load cancels out of. The
+    target judges the ratio when there is a baseline, else the measured value itself.
     """
 
     measurement: Measurement
     section: str = ""
     baseline_name: str = ""
-    baseline: float | None = None
+    baseline: Measurement | None = None
     target: Target | None = None
     note: str = ""
 
     @property
     def ratio(self) -> float | None:
-        """This row's value over the baseline's, or None without a baseline."""
-        if self.baseline is None or not self.baseline:
+        """The median of the paired per-run ratios (or of the medians, if the run counts differ)."""
+        if self.baseline is None:
             return None
-        return self.measurement.value / self.baseline
+        ours = [s[2] for s in self.measurement.samples]
+        theirs = [s[2] for s in self.baseline.samples]
+        if len(ours) == len(theirs) and all(theirs):
+            return statistics.median(a / b for a, b in zip(ours, theirs))
+        return self.measurement.value / self.baseline.value if self.baseline.value else None
 
     @property
     def result(self) -> str:
@@ -118,7 +127,7 @@ def _ratio(value: float) -> str:
 
 def render(rows: list[Row]) -> str:
     """The markdown table."""
-    head = ["section", "row", "n", "seconds", "value (median of runs)", "runs", "ratio", "target", "result"]
+    head = ["section", "row", "n", "seconds", "value (median of runs)", "runs", "ratio (paired runs)", "target", "result"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         m = row.measurement

@@ -50,7 +50,7 @@ class Sizes:
 
 FULL = Sizes(flint_noop=4000, rq_worker_noop=300, rq_simple_noop=1000, celery_noop=2000, loop_noop=30000,
              flint_smtp=1000, rq_worker_smtp=300, rq_simple_smtp=1000, loop_smtp=3000,
-             sync_requests=500, bulk=1000)
+             sync_requests=500, bulk=2000)
 QUICK = Sizes(flint_noop=100, rq_worker_noop=20, rq_simple_noop=50, celery_noop=100, loop_noop=1000,
               flint_smtp=50, rq_worker_smtp=20, rq_simple_smtp=50, loop_smtp=200,
               sync_requests=30, bulk=50)
@@ -124,12 +124,12 @@ def noop_section(ctx: Context) -> list[Row]:
     section = "1 no-op"
     return [
         Row(loop, section),
-        Row(rq_worker, section, "loop", loop.value),
-        Row(rq_simple, section, "loop", loop.value),
-        Row(celery, section, "loop", loop.value),
-        Row(flint, section, "Celery", celery.value, Target(1.5)),
-        Row(flint, section, "rq Worker", rq_worker.value, Target(10)),
-        Row(flint, section, "loop", loop.value),
+        Row(rq_worker, section, "loop", loop),
+        Row(rq_simple, section, "loop", loop),
+        Row(celery, section, "loop", loop),
+        Row(flint, section, "Celery", celery, Target(1.5)),
+        Row(flint, section, "rq Worker", rq_worker, Target(10)),
+        Row(flint, section, "loop", loop),
     ]
 
 
@@ -153,11 +153,11 @@ def smtp_section(ctx: Context) -> list[Row]:
     section = "2 smtp"
     return [
         Row(loop, section),
-        Row(rq_worker, section, "loop", loop.value),
-        Row(rq_simple, section, "loop", loop.value),
-        Row(flint, section, "rq Worker", rq_worker.value, Target(5)),
-        Row(flint, section, "rq SimpleWorker", rq_simple.value),
-        Row(flint, section, "loop", loop.value),
+        Row(rq_worker, section, "loop", loop),
+        Row(rq_simple, section, "loop", loop),
+        Row(flint, section, "rq Worker", rq_worker, Target(5)),
+        Row(flint, section, "rq SimpleWorker", rq_simple),
+        Row(flint, section, "loop", loop),
     ]
 
 
@@ -233,7 +233,7 @@ def bulk_section(ctx: Context) -> list[Row]:
         loop.add(*run_loop("smtp", ["127.0.0.1", str(ctx.sink_port), str(n)], ctx.workdir))
         _flint_burst(ctx, flint, lambda p: p.queue_bits(BULK, 1, {"count": n}), count=n)
     section = "4 bulk"
-    return [Row(loop, section), Row(flint, section, "loop", loop.value, Target(0.8))]
+    return [Row(loop, section), Row(flint, section, "loop", loop, Target(0.8))]
 
 
 def memory_section(ctx: Context) -> list[Row]:
