@@ -259,7 +259,8 @@ def smtp_server(smtp_servers: SmtpServers) -> SmtpServer:
 class RawBehaviour:
     """How one connection to a :class:`RawSmtpServer` behaves (by default: a plain, correct server).
 
-    ``reply_delay``: seconds before every reply. ``drip_greeting``: send the greeting one byte
+    ``close_at_once``: close the connection before the greeting. ``reply_delay``: seconds before
+    every reply. ``drip_greeting``: send the greeting one byte
     per that many seconds (a tarpit). ``mail_reply``: the reply to MAIL FROM instead of 250 (a
     ``421`` also closes the connection). ``drop_after``: during DATA read that many bytes of the
     message, then reset the connection. ``close_after_dot``: read the whole message and its
@@ -267,6 +268,7 @@ class RawBehaviour:
     ``stop_listening``: once this connection is accepted, accept no more (connections refused).
     """
 
+    close_at_once: bool = False
     reply_delay: float = 0.0
     drip_greeting: float | None = None
     mail_reply: str | None = None
@@ -339,6 +341,8 @@ class RawSmtpServer:
                 self._stop.wait(b.reply_delay)
             conn.sendall(text.replace("\n", "\r\n").encode() + b"\r\n")
 
+        if b.close_at_once:
+            return
         greeting = b"220 raw.localhost ESMTP a very slow greeting indeed\r\n"
         if b.drip_greeting is not None:
             for index in range(len(greeting) - 1):  # never the final byte: the reply never ends
