@@ -12,7 +12,11 @@ Each message received becomes two files in the directory:
   "received": <ISO 8601 UTC>, "peer": "host:port"}`` (Bcc recipients appear only here).
 
 The DATA reply names the stored file (``250 2.0.0 Ok: stored as <name>.eml``), so the sender
-knows where its message went without sharing memory with the server.
+knows where its message went without sharing memory with the server. The 250 comes only once
+both files are written in full and synced: each is written under a temporary name
+(``.<name>.eml.tmp``) and renamed into place, the ``.eml`` last. When storing fails (a full disk,
+or any other OSError) the server answers ``452 4.3.1 insufficient storage (<reason>)``, a
+transient refusal the sender retries and then reports (-1); no partial file is left behind.
 
 >>> server = CaptureServer("/tmp/flint-capture-doctest")
 >>> port = server.start()
@@ -23,7 +27,9 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +42,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-__all__ = ["CaptureServer", "FreePortController", "capture_server", "stop_capture_servers", "STORED_AS"]
+__all__ = ["CaptureServer", "StoreHandler", "FreePortController", "capture_server", "stop_capture_servers",
+           "STORED_AS"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +51,44 @@ logger = logging.getLogger(__name__)
 STORED_AS = "stored as "
 
 
-class _StoreHandler:
-    """aiosmtpd handler writing each message and its envelope under ``directory``."""
+class StoreHandler:
+    """aiosmtpd handler writing each message and its envelope under ``directory``.
+
+    :meth:`write` is the one place bytes reach the disk: a test stands in a failing one there.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to the new file ``path`` and sync it to the disk."""
+        with open(path, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def store(self, name: str, raw: bytes, record: dict[str, Any]) -> None:
+        """Store ``<name>.envelope.json`` then ``<name>.eml``, each complete or not at all."""
+        envelope, eml = self.directory / f"{name}.envelope.json", self.directory / f"{name}.eml"
+        temporary = [self.directory / f".{envelope.name}.tmp", self.directory / f".{eml.name}.tmp"]
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.write(temporary[0], (json.dumps(record, indent=2) + "\n").encode())
+            self.write(temporary[1], raw)
+            os.replace(temporary[0], envelope)
+            # The .eml last: a reader that sees it also finds its envelope.
+            os.replace(temporary[1], eml)
+        except OSError:
+            for path in (*temporary, envelope):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        with contextlib.suppress(OSError):  # make the renames durable too, where the system allows it
+            descriptor = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         now = datetime.now(timezone.utc)
@@ -60,14 +100,12 @@ class _StoreHandler:
             "received": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "peer": "%s:%s" % tuple(session.peer[:2]) if session.peer else "",
         }
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / f"{name}.envelope.json").write_text(json.dumps(record, indent=2) + "\n")
-            # The .eml last: a reader that sees it also finds its envelope.
-            (self.directory / f"{name}.eml").write_bytes(raw)
+        try:  # off the event loop: other sessions go on while this one writes and syncs
+            await asyncio.get_running_loop().run_in_executor(None, self.store, name, raw, record)
         except OSError as exc:
-            logger.error("capture server cannot store a message in %s: %s", self.directory, exc.strerror)
-            return "451 4.3.0 cannot store the message"
+            reason = exc.strerror or type(exc).__name__
+            logger.error("capture server cannot store a message in %s: %s", self.directory, reason)
+            return f"452 4.3.1 insufficient storage ({reason})"
         logger.info("captured message %s.eml for %d recipients", name, len(envelope.rcpt_tos))
         return f"250 2.0.0 Ok: {STORED_AS}{name}.eml"
 
@@ -96,6 +134,7 @@ class CaptureServer:
         self.directory = Path(directory).resolve()
         self._requested_port = port
         self._controller: Controller | None = None
+        self.handler = StoreHandler(self.directory)
 
     @property
     def port(self) -> int:
@@ -112,7 +151,7 @@ class CaptureServer:
         if self._controller is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             controller = FreePortController(
-                _StoreHandler(self.directory),
+                self.handler,
                 hostname=self.host,
                 port=self._requested_port,
                 server_hostname="flint-capture.localhost",
