@@ -10,9 +10,14 @@ Action ``send`` (the default) takes the keys of SPEC section 4 (``from``, ``to``
 
 plus ``"eml"`` (the stored file) when the config names a ``capture-dir``.
 
+A transaction that failed before the server could have accepted the message (a 4xx, a
+connection dropped before the final ``.``) is retried with backoff within the timeout; nothing
+is ever sent again once the final ``.`` has gone (:mod:`.retry` has the rule).
+
 Modules: :mod:`.schema` (JSON Schemas), :mod:`.attachments` (roots, limits, loading),
-:mod:`.message` (building the message), :mod:`.session` (the SMTP transaction and its errors),
-:mod:`.connector` (the :class:`SmtpConnector` tying them together).
+:mod:`.fetch` (URL attachments, guarded), :mod:`.message` (building the message),
+:mod:`.session` (the SMTP transaction and its errors), :mod:`.retry` (what is retried),
+:mod:`.pool` (idle connections), :mod:`.connector` (the :class:`SmtpConnector` tying them together).
 """
 
 from __future__ import annotations

@@ -124,6 +124,14 @@ def test_the_policy_defaults_and_cap() -> None:
     assert RetryPolicy(retries=10, backoff_ms=20000).delay_s(5) == 30.0
 
 
+@pytest.mark.parametrize("module", ["connectors.smtp.retry", "connectors.smtp.fetch"])
+def test_public_names_exist(module: str) -> None:
+    import importlib
+
+    loaded = importlib.import_module(module)
+    assert loaded.__doc__ and loaded.__all__ and all(hasattr(loaded, name) for name in loaded.__all__)
+
+
 def test_retry_keys_are_config_only(smtp_servers: SmtpServers) -> None:
     server = smtp_servers.start()
     assert "can be set only in the connector config" in str(fails(server.config(), retries=9))
