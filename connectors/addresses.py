@@ -19,6 +19,7 @@ encodes them per RFC 2047.
 
 from __future__ import annotations
 
+import email._encoded_words as _encoded_words
 import ipaddress
 import re
 from email.headerregistry import Address
@@ -32,15 +33,45 @@ __all__ = ["Address", "parse_address", "parse_address_list", "ascii_domain", "re
 _ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What str.splitlines() ends a line at: CR and LF, and VT, FF, FS, GS, RS, NEL, U+2028, U+2029.
+# The email package refuses header values holding any of them with a bare ValueError.
+_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# An encoded word (charset, q or b, text), found at every "=?" by the lookahead, overlaps included.
+_ENCODED_WORD = re.compile(r"(?==\?([^?]*)\?([bBqQ])\?([^?]*)\?=)")
+
+
+def _encoded_words_text(value: str) -> str:
+    """The decoded text of every RFC 2047 encoded word that ``value`` may hold, joined.
+
+    The email package decodes ``=?charset?q|b?...?=`` in any header value it is given as text
+    (even in a quoted display name) and writes the decoded text back out when it folds the
+    header; a CR or LF hidden in an encoded word would then reach the wire raw (CVE-2024-6923 on
+    Pythons before 3.11.10/3.12.5). Every ``=?`` is tried, overlapping ones too, so this finds
+    at least what the parser decodes.
+    """
+    found: list[str] = []
+    for match in _ENCODED_WORD.finditer(value):
+        try:
+            found.append(_encoded_words.decode("=?{}?{}?{}?=".format(*match.groups()))[0])
+        except Exception:  # not an encoded word after all: the parser leaves it as text
+            pass
+    return "".join(found)
 
 
 def refuse_line_breaks(value: str, field: str) -> None:
-    """Raise InvalidRequest (-2) ``line break in <field>`` when ``value`` holds a CR or LF.
+    """Raise InvalidRequest (-2) ``line break in <field>`` when ``value`` holds a line break.
 
     A CR or LF in a header value would let a caller inject headers or a whole second message,
-    so it is refused outright rather than folded or stripped.
+    so it is refused outright rather than folded or stripped; so are the other characters that
+    end a line for Python (VT, FF, NEL, U+2028, ...), and line breaks inside RFC 2047 encoded
+    words, which the email package would decode and write out raw.
+
+    >>> refuse_line_breaks("=?utf-8?q?Hi=0D=0ABcc:_x@y.org?=", "subject")
+    Traceback (most recent call last):
+    ...
+    runtime.errors.InvalidRequest: line break in subject
     """
-    if "\r" in value or "\n" in value:
+    if _LINE_BREAK.search(value) or ("=?" in value and _LINE_BREAK.search(_encoded_words_text(value))):
         raise InvalidRequest(f"line break in {field}")
 
 
