@@ -23,10 +23,55 @@ import yaml
 
 from runtime.errors import ConfigError
 
-__all__ = ["Secret", "expand_env", "load_yaml", "SecretResolver", "reveal"]
+__all__ = ["Secret", "expand_env", "load_yaml", "parse_yaml", "SecretResolver", "reveal"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_REF = re.compile(r"^secrets\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class _FileError(ConfigError):
+    """A ConfigError about another file than the one being read (the secrets file): not re-prefixed."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: let PyYAML say so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, path: Path | str) -> Any:
+    """Parse YAML ``text`` read from ``path``; a ConfigError names the file, the line and the problem.
+
+    Never quotes the file's content (it may hold a secret or a hash), and refuses duplicate keys.
+
+    >>> parse_yaml("a: 1\\na: 2", "x.yaml")
+    Traceback (most recent call last):
+    ...
+    runtime.errors.ConfigError: x.yaml: line 2: duplicate key 'a'
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        raise ConfigError(f"{path}: line {line}: character #x{code:04x} is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where} {problem}") from None
 
 
 class Secret:
@@ -100,18 +145,34 @@ class SecretResolver:
         if self._from_file is None:
             self._from_file = {}
             if self._file and self._file.exists():
-                data = load_yaml(self._file, resolver=None)
+                try:
+                    data = load_yaml(self._file, resolver=None)
+                except ConfigError as exc:
+                    raise _FileError(exc.message) from None
                 if not isinstance(data, dict):
-                    raise ConfigError(f"{self._file}: must be a mapping of NAME: value")
+                    raise _FileError(f"{self._file}: must be a mapping of NAME: value (the secrets file)")
                 self._from_file = {str(k): str(v) for k, v in data.items()}
         return self._from_file
 
 
-def _walk(value: Any, path: str, resolver: SecretResolver | None, env: Mapping[str, str] | None) -> Any:
-    if isinstance(value, dict):
-        return {k: _walk(v, f"{path}.{k}" if path else str(k), resolver, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_walk(v, f"{path}[{i}]", resolver, env) for i, v in enumerate(value)]
+def _walk(value: Any, path: str, resolver: SecretResolver | None, env: Mapping[str, str] | None,
+          done: dict[int, Any] | None = None) -> Any:
+    """Expand and resolve every string in ``value``; ``done`` maps containers already walked (YAML
+    aliases share them: each is walked once, and one that contains itself is refused)."""
+    if isinstance(value, (dict, list)):
+        done = {} if done is None else done
+        if id(value) in done:
+            if done[id(value)] is None:
+                raise ConfigError(f"{path or 'the document'}: a YAML alias refers to itself")
+            return done[id(value)]
+        done[id(value)] = None  # in progress
+        if isinstance(value, dict):
+            result: Any = {k: _walk(v, f"{path}.{k}" if path else str(k), resolver, env, done)
+                           for k, v in value.items()}
+        else:
+            result = [_walk(v, f"{path}[{i}]", resolver, env, done) for i, v in enumerate(value)]
+        done[id(value)] = result
+        return result
     if isinstance(value, str):
         text = expand_env(value, env, where=path)
         match = _SECRET_REF.match(text)
@@ -142,14 +203,12 @@ def load_yaml(
         return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    data = parse_yaml(text, path)
     try:
         return _walk(data, "", resolver, env)
+    except _FileError as exc:
+        raise ConfigError(exc.message) from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.message}") from None
