@@ -76,7 +76,10 @@ class ConnectorRegistry:
                 connector_class(type_name).validate_config(config, where=f"{where}.config")
             except InvalidRequest as exc:
                 raise ConfigError(exc.message) from None
-            specs[str(name)] = ConnectorSpec(str(name), type_name, str(entry.get("description") or ""), config)
+            description = entry.get("description") or ""
+            if not isinstance(description, str):
+                raise ConfigError(f"{where}.description: must be text")
+            specs[str(name)] = ConnectorSpec(str(name), type_name, description, config)
         return cls(specs, path)
 
     def spec(self, name: str) -> ConnectorSpec:

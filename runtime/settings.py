@@ -40,13 +40,27 @@ def _section(data: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any
 
 
 def _number(value: Any, key: str, path: Path, kind: type = int) -> Any:
+    """A positive number; text (from ``${VAR}``) is read as one. ``true`` or ``1.5`` for an int is refused
+    rather than read as 1 (a timeout of 1 ms)."""
+    what = "a whole number" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{path}: {key} must be {what}, not {value!r}")
     try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: {key} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{path}: {key} must be positive")
-    return number
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{path}: {key} must be {what}, not {value!r}") from None
+    if kind is int and not number.is_integer():
+        raise ConfigError(f"{path}: {key} must be {what}, not {value!r}")
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{path}: {key} must be positive, not {value!r}")
+    return kind(number)
+
+
+def _text(value: Any, key: str, path: Path) -> str:
+    """A text setting (a number is taken as its text; a list or mapping is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{path}: {key} must be text, not {value!r}")
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -108,28 +122,30 @@ class Settings:
         api = _section(data, "api", path)
 
         url = redis_url if redis_url is not None else env.get("FLINT_REDIS_URL") or redis.get("url") or ""
-        dirs_text = env.get("FLINT_FLINTBITS") or data.get("flintbits") or "flintbits"
-        dirs = tuple(Path(p) for p in str(dirs_text).split(os.pathsep) if p)
+        dirs_value = env.get("FLINT_FLINTBITS") or data.get("flintbits") or "flintbits"
+        if isinstance(dirs_value, list):  # a YAML list of directories, as well as "a:b"
+            dirs_value = os.pathsep.join(_text(d, "flintbits[]", path) for d in dirs_value)
+        dirs = tuple(Path(p) for p in _text(dirs_value, "flintbits", path).split(os.pathsep) if p)
 
         def in_config(name: str, default: str) -> Path:
-            value = Path(str(data.get(name) or default))
+            value = Path(_text(data.get(name) or default, name, path))
             return value if value.is_absolute() else directory / value
 
         retryable = worker.get("retryable") or []
-        if not isinstance(retryable, list):
+        if not isinstance(retryable, list) or not all(isinstance(r, str) for r in retryable):
             raise ConfigError(f"{path}: worker.retryable must be a list of flintbit refs")
         return cls(
             config_dir=directory,
-            redis_url=str(url),
-            prefix=str(redis.get("prefix") or "flint"),
+            redis_url=_text(url, "redis.url", path),
+            prefix=_text(redis.get("prefix") or "flint", "redis.prefix", path),
             default_timeout=_number(jobs.get("default-timeout", 60000), "jobs.default-timeout", path),
             result_ttl=_number(jobs.get("result-ttl", 86400), "jobs.result-ttl", path),
             max_output=_number(jobs.get("max-output", 16 * 1024 * 1024), "jobs.max-output", path),
             lost_after=_number(worker.get("lost-after", 30), "worker.lost-after", path, float),
-            heartbeat=float(worker.get("heartbeat", 0) or 0),
+            heartbeat=_number(worker["heartbeat"], "worker.heartbeat", path, float) if worker.get("heartbeat") else 0.0,
             memory_limit_mb=_number(worker.get("memory-limit", 2048), "worker.memory-limit", path),
             retryable=tuple(str(r) for r in retryable),
-            api_host=str(api.get("host") or "127.0.0.1"),
+            api_host=_text(api.get("host") or "127.0.0.1", "api.host", path),
             api_port=_number(api.get("port", 3501), "api.port", path),
             max_body=_number(api.get("max-body", 10 * 1024 * 1024), "api.max-body", path),
             secrets_file=in_config("secrets-file", "secrets.yaml"),
