@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from runtime.configuration import parse_yaml
 from runtime.errors import AuthFailed, ConfigError, Forbidden, InvalidRequest
 
 __all__ = ["ROLES", "User", "Unauthorized", "UserStore", "hash_password", "verify_password", "new_key",
@@ -144,9 +145,12 @@ class UserStore:
 
     def _read(self) -> dict[str, User]:
         try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{self.path}: cannot read the users file: {exc}") from None
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot read the users file: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{self.path}: not UTF-8 text (byte {exc.start})") from None
+        data = parse_yaml(text, self.path) or {}  # its errors name the line, never quote it (hashes)
         entries = data.get("users") if isinstance(data, dict) else None
         if not isinstance(entries or {}, dict):
             raise ConfigError(f"{self.path}: must be a mapping with a 'users' mapping")
