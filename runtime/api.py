@@ -149,8 +149,13 @@ def _context(request: Request) -> str:
 
 
 def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI:
-    """The API app on ``settings``; in embedded mode its in-process workers run while it serves."""
+    """The API app on ``settings``; in embedded mode its in-process workers run while it serves.
+
+    ``connectors.yaml`` is read here, so that a broken one stops ``flint serve`` at once with a
+    ConfigError naming the file and line, rather than failing the app's start-up with a traceback.
+    """
     client = client or FlintClient(settings)
+    client.registry()
     client.reserve_connections(THREADPOOL_SIZE + 16)
     users = UserStore(settings.users_file or settings.config_dir / "users.yaml")
 
