@@ -145,14 +145,17 @@ def test_flint_check_and_flint_run_name_the_file_and_fail_with_minus_2(project, 
 
 
 @pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[0] != "global.yaml"])
-def test_the_api_refuses_to_start_on_a_broken_config_with_the_message(project, name):
+def test_the_api_refuses_to_start_on_a_broken_config_with_the_message(project, name, monkeypatch):
     """flint.yaml and connectors.yaml (and the secrets they need) are read before serving."""
     _, _, _, needles = CASES[name]
+    monkeypatch.setenv("CFGTEST_SET", SECRET_VALUE)
+    monkeypatch.delenv("CFGTEST_UNSET", raising=False)
     write_case(project, name)
     with pytest.raises(ConfigError) as raised:
         create_app(project.settings())
     for needle in needles:
         assert needle in raised.value.message
+    assert SECRET_VALUE not in raised.value.message
 
 
 @pytest.mark.parametrize("name", ["connectors.yaml broken", "flint.yaml unknown key",
