@@ -13,6 +13,7 @@ Bcc recipients are kept in :class:`Addressing` for the envelope and never become
 
 from __future__ import annotations
 
+import email.header
 import email.policy
 import re
 from dataclasses import dataclass, field
@@ -102,6 +103,66 @@ def read_headers(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
         refuse_line_breaks(text, f"header {name}")
         extra.append((name, text))
     return extra
+
+
+class _AddressList:
+    """An address-list header (To, Cc, Reply-To) whose lines break only between addresses or
+    where ``email`` itself breaks one address.
+
+    CPython's folder (3.11 and 3.12 at least) may wrap a list after a non-ASCII display name by
+    putting the comma between two addresses inside an RFC 2047 encoded word
+    (``=?utf-8?q?=2C?= b@example.org``): a reader then sees one address fewer. Here ``email``
+    renders and folds each address alone (no comma to misplace), and this joins them.
+    """
+
+    def __init__(self, name: str, addresses: Sequence[Address]) -> None:
+        self.name, self.addresses = name, tuple(addresses)
+
+    def __str__(self) -> str:
+        return ", ".join(str(address) for address in self.addresses)
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        """The header as written: ``Name: a, b`` folded at most ``policy.max_line_length`` wide."""
+        limit = policy.max_line_length or 998
+        lines = [f"{self.name}:"]
+        for index, address in enumerate(self.addresses):
+            segments = _address_segments(self.name, address, policy)
+            if index < len(self.addresses) - 1:
+                segments[-1] += ","
+            for segment in segments:  # each starts with white space: a fold may go before it
+                if len(lines[-1]) + len(segment) > limit and lines[-1] != f"{self.name}:":
+                    lines.append(segment)
+                else:
+                    lines[-1] += segment
+        return policy.linesep.join(lines) + policy.linesep
+
+
+def _address_segments(name: str, address: Address, policy: email.policy.Policy) -> list[str]:
+    """One address as ``email`` writes it alone, cut where it may be folded (each piece starts
+    with white space).
+
+    When ``email`` has to fold one address (a long display name) its folder can lose the quotes
+    around a display name, turning ``"<x> a, b"`` into addresses, or leave one word longer
+    than a line may be; so a display name that does not fit on one line is written as RFC 2047
+    encoded words instead, which any reader decodes to the same text and which fold anywhere.
+    """
+    alone = policy.header_factory(name, [address]).fold(policy=policy)
+    first, *rest = alone[len(name) + 1:].rstrip("\r\n").split(policy.linesep)
+    segments = [segment for segment in [first, *rest] if segment.strip()]
+    if len(segments) > 1 and address.display_name:
+        words = email.header.Header(address.display_name, "utf-8").encode(linesep="\n", maxlinelen=70)
+        segments = [" " + word.strip() for word in words.split("\n")] + [f" <{address.addr_spec}>"]
+    segments[0] = " " + segments[0].lstrip()
+    return segments
+
+
+def _refuse_lone_surrogates(text: str, field: str) -> None:
+    """-2 for text no encoding can write: JSON may carry lone surrogates (``"\\ud800"``), and a
+    file name read from disk may hold undecodable bytes as surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"{field} is not valid Unicode (a lone surrogate at position {exc.start})") from exc
 
 
 def _set(message: EmailMessage, name: str, value: Any) -> None:
@@ -194,6 +255,13 @@ def html_to_text(html: str) -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
+def _addresses(name: str, addresses: list[Address]) -> _AddressList:
+    """The value for an address header, folded by :class:`_AddressList`."""
+    for address in addresses:  # each must render alone; a bad one fails here, naming the header
+        _set(EmailMessage(policy=POLICY), name, [address])
+    return _AddressList(name, addresses)
+
+
 def build_message(
     settings: Mapping[str, Any],
     addressing: Addressing,
@@ -205,16 +273,21 @@ def build_message(
 ) -> EmailMessage:
     """Assemble the message: headers, the body in ``content-type``, then the attachments."""
     now = now or datetime.now().astimezone()
+    _refuse_lone_surrogates(body, "body")
+    if isinstance(settings.get("text-body"), str):
+        _refuse_lone_surrogates(settings["text-body"], "text-body")
+    for index, attachment in enumerate(attachments):
+        _refuse_lone_surrogates(attachment.filename, f"attachments[{index}] file name")
     message = EmailMessage(policy=POLICY)
-    _set(message, "From", addressing.sender)
+    _set(message, "From", _addresses("From", [addressing.sender]))
     if addressing.to:
-        _set(message, "To", addressing.to)
+        _set(message, "To", _addresses("To", addressing.to))
     elif not addressing.cc:
         _set(message, "To", Group("undisclosed-recipients"))
     if addressing.cc:
-        _set(message, "Cc", addressing.cc)
+        _set(message, "Cc", _addresses("Cc", addressing.cc))
     if addressing.reply_to:
-        _set(message, "Reply-To", addressing.reply_to)
+        _set(message, "Reply-To", _addresses("Reply-To", addressing.reply_to))
     if settings.get("subject") is not None:
         _set(message, "Subject", settings["subject"])
     _set(message, "Date", format_datetime(now))
