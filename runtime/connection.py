@@ -40,6 +40,10 @@ def connect(settings: Settings) -> redis.Redis:
         settings.redis_url,
         decode_responses=True,
         socket_connect_timeout=5,
+        # No read timeout: waits block in Redis (XREAD BLOCK) for as long as a job may run;
+        # redis-py 8 would otherwise give up on any reply after 5 s. Dead peers are found by
+        # TCP keepalive and the health check before a connection is reused.
+        socket_timeout=None,
         socket_keepalive=True,
         health_check_interval=15,
         retry_on_timeout=False,

@@ -72,6 +72,24 @@ return 1
 """
 
 
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _after(entry_id: str, other: str) -> bool:
+    """True when stream id ``entry_id`` comes after ``other``."""
+    return _id(entry_id) > _id(other)
+
+
+def _last_delivered(groups: Any) -> str:
+    """The ``workers`` group's last-delivered id, from XINFO GROUPS."""
+    for group in groups or []:
+        if group.get("name") == GROUP:
+            return str(group.get("last-delivered-id") or "0-0")
+    return "0-0"
+
+
 def _entries(entries: Any) -> list[tuple[str, dict[str, str]]]:
     """Stream entries as ``[(id, fields)]`` whichever reply shape (RESP2 or RESP3) the client gave."""
     if entries and isinstance(entries[0], (list, tuple)) and len(entries[0]) == 2:
@@ -106,6 +124,7 @@ class JobQueue:
         self.keys = Keys(settings.prefix)
         self.location = redis_location(settings)
         self._groups: set[str] = set()
+        self._sticky: dict[str, str] = {}  # consumer -> the stream that gave it its last job
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
@@ -193,36 +212,67 @@ class JobQueue:
              finished: "Finished | None" = None) -> Delivery | None:
         """Take the next entry of ``queues`` for ``consumer``, blocking up to ``block_ms``.
 
-        The consumer group does the delivery; the wake-up is an ``XREAD BLOCK`` from the streams'
-        last ids taken before the group read, so no entry added meanwhile can be missed.
         ``finished``, the previous job's result, is stored first in the same round trip.
+
+        Entries are read from one stream at a time (XREADGROUP over several streams would deliver
+        one entry from each, and all but one would wait in this worker's pending list). While the
+        queue that gave the last job has work, one round trip per job. Otherwise the streams'
+        tails and the group's last-delivered ids show which queue has undelivered entries; with
+        none, the worker blocks with ``XREAD`` from those tails, so no entry added meanwhile is
+        missed.
         """
         for queue in queues:
             self._ensure_group(queue)
         streams = [self.keys.queue(q) for q in queues]
+        sticky = self._sticky.get(consumer)
+        delivery = self._group_read(consumer, sticky if sticky in streams else streams[0], finished)
+        if delivery is not None:
+            return delivery
         watched = streams + [self.keys.wake(consumer)]
-        # While there is work, one round trip: the last result and the next entry. Only when that
-        # finds nothing are the streams' tails read too (before a second group read), for the wait.
-        lasts: list[Any] = []
-        for attempt in ("busy", "idle"):
+        for _ in range(10):  # another worker may take an entry first: look again
             pipe = self.redis.pipeline(transaction=False)
-            if finished is not None:
-                self._finish_call(finished, pipe)
-            if attempt == "idle":
-                for stream in watched:
-                    pipe.xrevrange(stream, count=1)
-            pipe.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=1)
+            for stream in watched:
+                pipe.xrevrange(stream, count=1)
+            for stream in streams:
+                pipe.xinfo_groups(stream)
             replies = pipe.execute()
-            if finished is not None:
-                self._report_finish(finished, replies.pop(0))
-                finished = None
-            *lasts, delivered = replies
-            for stream, entries in (delivered.items() if isinstance(delivered, dict) else delivered or []):
-                for entry_id, fields in _entries(entries):
-                    return Delivery(stream.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
+            tails, groups = replies[:len(watched)], replies[len(watched):]
+            waiting = [stream for stream, tail, info in zip(streams, tails, groups)
+                       if tail and _after(tail[0][0], _last_delivered(info))]
+            if not waiting:
+                break
+            for stream in waiting:
+                delivery = self._group_read(consumer, stream, None)
+                if delivery is not None:
+                    self._sticky[consumer] = stream
+                    return delivery
         if block_ms > 0:
-            since = {s: (last[0][0] if last else "0-0") for s, last in zip(watched, lasts)}
+            since = {s: (tail[0][0] if tail else "0-0") for s, tail in zip(watched, tails)}
             self.redis.xread(since, count=1, block=block_ms)
+        return None
+
+    def _group_read(self, consumer: str, stream: str, finished: "Finished | None") -> Delivery | None:
+        """One round trip: store ``finished`` (if any), then read at most one entry of ``stream``."""
+        pipe = self.redis.pipeline(transaction=False)
+        if finished is not None:
+            keys, args = self._finish_arguments(finished)
+            # evalsha rather than the Script object: in a pipeline redis-py would add SCRIPT EXISTS
+            pipe.evalsha(self._finish.sha, len(keys), *keys, *args)
+        pipe.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
+        replies = pipe.execute(raise_on_error=False)
+        if finished is not None:
+            stored = replies.pop(0)
+            if isinstance(stored, redis.exceptions.NoScriptError):  # Redis restarted: load it again
+                stored = self._finish_call(finished)
+            elif isinstance(stored, Exception):
+                raise stored
+            self._report_finish(finished, stored)
+        delivered = replies[0]
+        if isinstance(delivered, Exception):
+            raise delivered
+        for name, entries in (delivered.items() if isinstance(delivered, dict) else delivered or []):
+            for entry_id, fields in _entries(entries):
+                return Delivery(name.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
         return None
 
     @queue_errors
@@ -255,15 +305,17 @@ class JobQueue:
         finished = Finished(jobid, result, worker_id, queue, entry)
         return self._report_finish(finished, self._finish_call(finished))
 
-    def _finish_call(self, finished: "Finished", client: Any = None) -> Any:
+    def _finish_arguments(self, finished: "Finished") -> tuple[list[str], list[Any]]:
         meta = finished.result["meta"]
-        return self._finish(
-            keys=[self.keys.job(finished.jobid), self.keys.log(finished.jobid), self.keys.done(finished.jobid),
-                  self.keys.queue(finished.queue or BITS_QUEUE)],
-            args=[finished.worker_id, meta["status"], json.dumps(meta),
-                  json.dumps(finished.result.get("output") or {}), self.settings.result_ttl, finished.entry],
-            client=client,
-        )
+        keys = [self.keys.job(finished.jobid), self.keys.log(finished.jobid), self.keys.done(finished.jobid),
+                self.keys.queue(finished.queue or BITS_QUEUE)]
+        args = [finished.worker_id, meta["status"], json.dumps(meta),
+                json.dumps(finished.result.get("output") or {}), self.settings.result_ttl, finished.entry]
+        return keys, args
+
+    def _finish_call(self, finished: "Finished") -> Any:
+        keys, args = self._finish_arguments(finished)
+        return self._finish(keys=keys, args=args)
 
     @staticmethod
     def _report_finish(finished: "Finished", stored: Any) -> bool:

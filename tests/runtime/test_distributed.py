@@ -145,3 +145,33 @@ def test_redis_unreachable_is_a_clear_error(tmp_path, monkeypatch, closed_port):
                              str(project.config_dir), "--redis", url, "worker"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert worker.returncode == 1 and f"cannot reach Redis at {host}:{port}" in worker.stderr
+
+
+def test_work_in_several_queues_at_once_is_all_run_and_nothing_left_pending(redis_project, smtp_server):
+    from runtime.queue import JobQueue, connect
+    from runtime.worker import Worker
+
+    redis_project.connectors({"connectors": {"smtp": {"type": "smtp", "config": smtp_server.config(
+        **{"from": "flint@example.com"})}}})
+    client = redis_project.client()
+    ref = redis_project.bit("t:noop.py", "output.set('ok', True)\n")
+    jobids = []
+    for i in range(5):
+        jobids.append(client.run_bit(ref, {}, wait=False)["meta"]["job-id"])
+        jobids.append(client.call_connector("smtp", {"to": f"u{i}@example.com", "subject": "s", "body": "b"},
+                                            wait=False)["meta"]["job-id"])
+    settings = redis_project.settings()
+    queue = JobQueue(connect(settings), settings)
+    done = Worker(settings, queue, ["bits", "connector:smtp"], burst=True).work()
+    assert done == 10
+    assert {client.result(j)["meta"]["status"] for j in jobids} == {"complete"}
+    for name in ("bits", "connector:smtp"):
+        assert queue.redis.xpending(queue.keys.queue(name), "workers")["pending"] == 0
+    assert len(smtp_server.received) == 5
+
+
+def test_a_sync_wait_longer_than_a_socket_timeout(redis_project, workers):
+    workers.start()
+    ref = redis_project.bit("t:six.py", "import time\ntime.sleep(6)\noutput.set('slept', 6)\n")
+    envelope = redis_project.client().run_bit(ref, {}, timeout_ms=20000)
+    assert (envelope["meta"]["status"], envelope["output"]) == ("complete", {"slept": 6})
