@@ -32,7 +32,8 @@ from connectors.smtp.message import POLICY, build_message, read_addressing, read
 from connectors.smtp.pool import SmtpPool
 from connectors.smtp.retry import MIN_ATTEMPT_S, RetryPolicy, is_retryable
 from connectors.smtp.schema import CONFIG_SCHEMA, REQUEST_OVERRIDABLE, SEND_SCHEMA
-from connectors.smtp.session import Delivery, Progress, ServerSettings, bind_deadline, open_session, transfer
+from connectors.smtp.session import (Delivery, Progress, ServerSettings, bind_deadline, open_session, transfer,
+                                    unbind_deadline)
 from runtime.errors import ConnectFailed, FlintError, InternalError, InvalidRequest, TimedOut
 
 __all__ = ["SmtpConnector"]
@@ -82,6 +83,7 @@ class SmtpConnector(Connector):
         A reusable connection is kept in the pool; otherwise (or when the pool is full) it is closed.
         """
         key = getattr(smtp, "_flint_pool_key", None)
+        unbind_deadline(smtp)  # this request's deadline must not follow the connection into the pool
         if reusable and key is not None and self.pool.give(key, smtp):
             return
         self.pool.forget(smtp)

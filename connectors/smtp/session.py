@@ -50,7 +50,7 @@ from runtime.errors import (
 )
 
 __all__ = ["ServerSettings", "Delivery", "Progress", "open_session", "transfer", "translating", "refusal",
-           "DEFAULT_PORTS"]
+           "bind_deadline", "unbind_deadline", "DEFAULT_PORTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class _DeadlineReader(io.RawIOBase):
         sock = self.smtp.sock
         if sock is None:
             raise OSError("not connected")
-        sock.settimeout(self.smtp.time_left())
+        self.smtp.arm(sock)
         return sock.recv_into(buffer)
 
 
@@ -167,18 +167,28 @@ class _DeadlineBound:
     started once the deadline has passed (``TimeoutError``, translated to -6).
     """
 
+    # No deadline (math.inf) while idle in the pool: then each operation has the plain socket
+    # timeout of the last request, as the pool's NOOP check needs.
     deadline: float = math.inf
     sock: Any
     file: Any
+    timeout: float
 
-    def time_left(self) -> float:
+    def arm(self, sock: Any) -> None:
+        """Give the next operation on ``sock`` only the time left (TimeoutError when none is)."""
+        if self.deadline == math.inf:
+            return
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("timed out")
-        return left
+        sock.settimeout(left)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> Any:
-        return super()._get_socket(host, port, self.time_left())  # type: ignore[misc]
+        if self.deadline != math.inf:
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError("timed out")
+        return super()._get_socket(host, port, timeout)  # type: ignore[misc]
 
     def getreply(self) -> tuple[int, bytes]:
         if self.file is None and self.sock is not None:
@@ -187,12 +197,12 @@ class _DeadlineBound:
 
     def send(self, s: bytes | str) -> None:
         if self.sock is not None:
-            self.sock.settimeout(self.time_left())  # sendall: the timeout bounds the whole call
+            self.arm(self.sock)  # sendall: the timeout bounds the whole call
         super().send(s)  # type: ignore[misc]
 
     def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         if self.sock is not None:
-            self.sock.settimeout(self.time_left())
+            self.arm(self.sock)
         return super().starttls(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -277,8 +287,17 @@ def bind_deadline(smtp: smtplib.SMTP, server: ServerSettings) -> None:
     """Make ``server``'s deadline the one every later read and write of ``smtp`` ends by."""
     if isinstance(smtp, _DeadlineBound):
         smtp.deadline = server.with_deadline().deadline or math.inf
+        smtp.timeout = server.timeout_s
     elif smtp.sock is not None:  # a connection made elsewhere (a test double): per-operation only
         smtp.sock.settimeout(server.timeout_s)
+
+
+def unbind_deadline(smtp: smtplib.SMTP) -> None:
+    """Before ``smtp`` goes idle: no deadline, the plain socket timeout of its last request."""
+    if isinstance(smtp, _DeadlineBound):
+        smtp.deadline = math.inf
+        if smtp.sock is not None:
+            smtp.sock.settimeout(smtp.timeout)
 
 
 def open_session(server: ServerSettings) -> smtplib.SMTP:

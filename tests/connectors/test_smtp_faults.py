@@ -233,6 +233,23 @@ def test_a_greeting_tarpit_times_out_within_the_timeout(raw_smtp: RawSmtpServers
     assert server.connections == 1
 
 
+def test_a_pooled_connection_outlives_the_deadline_of_the_request_that_opened_it(raw_smtp: RawSmtpServers) -> None:
+    from connectors.base import ConnectorCall
+    from connectors.smtp import SmtpConnector
+    from connectors.smtp.pool import SmtpPool
+
+    server = raw_smtp.start(RawBehaviour())
+    connector = SmtpConnector("smtp", server.config())
+    connector.pool = SmtpPool(check_after_s=0)  # NOOP before every reuse
+    try:
+        connector.run(MAIL, ConnectorCall(timeout_ms=300))
+        time.sleep(0.4)  # that request's deadline has passed; its connection is idle and healthy
+        connector.run(MAIL, ConnectorCall(timeout_ms=300))
+    finally:
+        connector.close()
+    assert server.connections == 1 and len(server.received) == 2
+
+
 def test_retries_never_go_past_the_request_timeout(smtp_servers: SmtpServers) -> None:
     handler = RecordingHandler(refuse_mail="451 4.3.0 try again later")
     server = smtp_servers.start(handler=handler)
