@@ -2,7 +2,8 @@
 
 Order of work, so that nothing is delivered when any input is bad: header fields and addresses
 (-2), the plaintext-auth guard (-9), then body file and attachments (-9, -3, -7, and for URLs
--4/-6/-1), then the message is built and only then a connection is opened.
+-9/-4/-6/-1), then the message is built and only then a connection is opened. One deadline,
+the request's timeout from the start of the action, bounds all of it: fetches and every attempt.
 
 The SMTP connection is made in one overridable place, :meth:`SmtpConnector.open_connection`,
 and given back through :meth:`SmtpConnector.release_connection`; a pooling subclass or a test

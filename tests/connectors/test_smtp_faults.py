@@ -172,6 +172,18 @@ def test_421_and_a_closed_connection_is_retried(raw_smtp: RawSmtpServers) -> Non
     assert out["result"] == "success" and server.connections == 2 and len(server.received) == 1
 
 
+def test_a_421_greeting_is_retried_and_a_554_greeting_is_not(raw_smtp: RawSmtpServers) -> None:
+    busy = raw_smtp.start(RawBehaviour(greeting="421 4.3.2 too many connections"), RawBehaviour())
+    out = send(busy.config(**FAST), **MAIL)
+    assert out["result"] == "success" and busy.connections == 2 and len(busy.received) == 1
+
+    closed = raw_smtp.start(RawBehaviour(greeting="554 5.3.2 no service here"), RawBehaviour())
+    error = fails(closed.config(**FAST))
+    assert isinstance(error, ConnectFailed) and error.exit_code == -4
+    assert str(error) == f"SMTP server 127.0.0.1:{closed.port} refused the session: 554 5.3.2 no service here"
+    assert closed.connections == 1
+
+
 def test_a_connection_closed_before_the_greeting_is_retried(raw_smtp: RawSmtpServers) -> None:
     server = raw_smtp.start(RawBehaviour(close_at_once=True), RawBehaviour())
     out = send(server.config(**FAST), **MAIL)

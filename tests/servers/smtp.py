@@ -259,7 +259,8 @@ def smtp_server(smtp_servers: SmtpServers) -> SmtpServer:
 class RawBehaviour:
     """How one connection to a :class:`RawSmtpServer` behaves (by default: a plain, correct server).
 
-    ``close_at_once``: close the connection before the greeting. ``reply_delay``: seconds before
+    ``close_at_once``: close the connection before the greeting. ``greeting``: a reply other than
+    220 (``421 ...``), after which the connection is closed. ``reply_delay``: seconds before
     every reply. ``drip_greeting``: send the greeting one byte
     per that many seconds (a tarpit). ``mail_reply``: the reply to MAIL FROM instead of 250 (a
     ``421`` also closes the connection). ``drop_after``: during DATA read that many bytes of the
@@ -269,6 +270,7 @@ class RawBehaviour:
     """
 
     close_at_once: bool = False
+    greeting: str | None = None
     reply_delay: float = 0.0
     drip_greeting: float | None = None
     mail_reply: str | None = None
@@ -342,6 +344,9 @@ class RawSmtpServer:
             conn.sendall(text.replace("\n", "\r\n").encode() + b"\r\n")
 
         if b.close_at_once:
+            return
+        if b.greeting is not None:
+            reply(b.greeting)
             return
         greeting = b"220 raw.localhost ESMTP a very slow greeting indeed\r\n"
         if b.drip_greeting is not None:
