@@ -65,9 +65,20 @@ def _describe(error: jsonschema.ValidationError, where: str) -> str:
     return f"{prefix}{key} is not valid ({error.validator})"
 
 
+_validators: dict[int, tuple[Mapping[str, Any], Any]] = {}
+
+
+def _validator_for(schema: Mapping[str, Any]) -> Any:
+    """A validator per schema object, made once: building one costs more than validating."""
+    cached = _validators.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _validators[id(schema)] = (schema, _Validator(schema))
+    return cached[1]
+
+
 def validate(instance: Any, schema: Mapping[str, Any], *, where: str = "") -> None:
     """Validate ``instance``; raise :class:`InvalidRequest` naming the first wrong key."""
-    validator = _Validator(schema)
+    validator = _validator_for(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise InvalidRequest(_describe(errors[0], where))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -71,6 +72,7 @@ class FlintbitStore:
         self.keys = keys or Keys()
         self.location = location  # where Redis is, for error messages
         self._files: dict[Path, Script] = {}
+        self._located: dict[str, tuple[Path, float]] = {}
 
     def _path_in(self, directory: Path, segments: tuple[str, ...]) -> Path | None:
         root = directory.resolve()
@@ -95,9 +97,21 @@ class FlintbitStore:
 
         Files are read again only when their size or modification time changed.
         """
-        segments = parse_ref(ref)
         if uploaded is not None:
+            parse_ref(ref)
             return Script(ref, uploaded["source"], f"upload:{uploaded['version']}", "upload")
+        # Where a ref lives is looked up again after a second (a file added in an earlier
+        # directory, a link changed); in between one stat says whether the file changed.
+        found = self._located.get(ref)
+        if found is not None and time.monotonic() - found[1] < 1.0:
+            cached = self._files.get(found[0])
+            try:
+                stat = found[0].stat()
+            except OSError:
+                stat = None
+            if cached is not None and stat is not None and cached.version == f"file:{stat.st_mtime_ns}:{stat.st_size}":
+                return cached
+        segments = parse_ref(ref)
         for directory in self.directories:
             path = self._path_in(directory, segments)
             if path is not None:
@@ -106,6 +120,7 @@ class FlintbitStore:
                 cached = self._files.get(path)
                 if cached is None or cached.version != version:
                     cached = self._files[path] = Script(ref, path.read_text(encoding="utf-8"), version, str(path))
+                self._located[ref] = (path, time.monotonic())
                 return cached
         raise NotFound(f"flintbit not found: {ref}")
 
