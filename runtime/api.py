@@ -36,12 +36,19 @@ from runtime.errors import ConfigError, FlintError, InternalError, InvalidReques
 from runtime.queue import error_envelope
 from runtime.settings import Settings
 
-__all__ = ["create_app", "http_status", "parse_input", "RequestInput", "THREADPOOL_SIZE", "uvicorn_log_config"]
+__all__ = ["create_app", "http_status", "parse_input", "RequestInput", "MAX_JSON_DEPTH", "THREADPOOL_SIZE",
+           "uvicorn_log_config"]
 
 logger = logging.getLogger(__name__)
 
 # Sync calls hold a thread each while they wait; 100 concurrent ones must not starve the rest.
 THREADPOOL_SIZE = 256
+
+# JSON bodies nest at most this deep (serde_json's default is 128; Python's pickle and json
+# recurse, and a body nested ~500 deep broke the worker that took its job).
+MAX_JSON_DEPTH = 100
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 _STATUS_BY_EXIT_CODE = {-2: 400, -3: 404, -5: 401, -7: 413, -9: 403}
 
@@ -97,10 +104,59 @@ def parse_input(body: bytes, content_type: str | None) -> RequestInput:
 
 
 def _json(text: str) -> Any:
+    """Parse a JSON body; anything Python's json module would take but JSON is not is refused (-2):
+    NaN and Infinity, numbers too large for a float or over 4300 digits, nesting past
+    :data:`MAX_JSON_DEPTH` (deeper input can break the workers, which pickle and serialise it),
+    and lone surrogates (``"\\ud800"``: not text, and no connector could encode it)."""
     try:
-        return json.loads(text)
+        data = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"malformed JSON body: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidRequest(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # _not_json, _finite, or an integer over 4300 digits
+        problem = "a number has more than 4300 digits" if "integer string conversion" in str(exc) else str(exc)
+        raise InvalidRequest(f"malformed JSON body: {problem}") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(data) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(text) and _wire(data) is not data:  # a pair makes one character: fine
+        raise InvalidRequest("malformed JSON body: a \\u escape names half of a UTF-16 surrogate pair")
+    return data
+
+
+def _wire(value: Any) -> Any:
+    """``value`` ready to send as UTF-8 JSON: a lone surrogate (from a ``"\\ud800"`` escape in a
+    body, or a flintbit's own text) cannot be encoded, so each becomes U+FFFD; else ``value`` itself."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is too large")
+    return value
+
+
+def _depth(data: Any) -> int:
+    """How deep lists and objects nest in ``data`` (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -183,7 +239,7 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
     # -- errors: every one becomes an envelope ----------------------------------------------------
     def error_response(request: Request, error: FlintError, status: int | None = None) -> JSONResponse:
         body = error_envelope(error, context=_context(request), username=getattr(request.state, "username", ""))
-        return JSONResponse(body, status_code=status or http_status(error))
+        return JSONResponse(_wire(body), status_code=status or http_status(error))
 
     @app.exception_handler(FlintError)
     async def flint_error(request: Request, exc: FlintError) -> JSONResponse:
@@ -244,8 +300,8 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
 
     # -- flintbits ----------------------------------------------------------------------------------
     def run_bit(ref: str, user: User, body: RequestInput, timeout_ms: int | None, wait: bool) -> dict[str, Any]:
-        return client.run_bit(ref, body.data, timeout_ms=timeout_ms, username=user.name, wait=wait,
-                              raw=body.raw, content_type=body.content_type)
+        return _wire(client.run_bit(ref, body.data, timeout_ms=timeout_ms, username=user.name, wait=wait,
+                                    raw=body.raw, content_type=body.content_type))
 
     @app.post("/v1/bit/run/{ref}", tags=["flintbits"], openapi_extra=_BODY_DOC)
     def bit_run(ref: str, user: User = Depends(caller), body: RequestInput = Depends(job_input)) -> dict[str, Any]:
@@ -267,12 +323,12 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
     @app.get("/v1/bit/result/{job_id}", tags=["jobs"])
     def job_result(job_id: str, user: User = Depends(caller)) -> dict[str, Any]:
         """The job's envelope as it stands now."""
-        return client.result(job_id)
+        return _wire(client.result(job_id))
 
     @app.get("/v1/bit/log/{job_id}", tags=["jobs"])
     def job_log(job_id: str, user: User = Depends(caller)) -> list[dict[str, Any]]:
         """The job's log lines ``[{"ts", "level", "message"}]``."""
-        return client.logs(job_id)
+        return _wire(client.logs(job_id))
 
     @app.put("/v1/bit/{ref}", tags=["flintbits"], openapi_extra=_SCRIPT_DOC)
     def bit_upload(ref: str, user: User = Depends(admin), source: str = Depends(script_text)) -> dict[str, Any]:
@@ -299,7 +355,7 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
     def call(name: str, user: User, body: RequestInput, timeout_ms: int | None, wait: bool) -> dict[str, Any]:
         if not isinstance(body.data, dict):
             raise InvalidRequest("a connector request body must be a JSON object of request keys")
-        return client.call_connector(name, body.data, timeout_ms=timeout_ms, username=user.name, wait=wait)
+        return _wire(client.call_connector(name, body.data, timeout_ms=timeout_ms, username=user.name, wait=wait))
 
     @app.post("/v1/connector/run/{name}", tags=["connectors"], openapi_extra=_BODY_DOC)
     def connector_run(name: str, user: User = Depends(caller),
@@ -322,7 +378,7 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
     @app.get("/v1/connectors", tags=["connectors"])
     def connector_list(user: User = Depends(caller)) -> list[dict[str, str]]:
         """``[{"name", "type", "description"}]``; never config values."""
-        return client.connectors()
+        return _wire(client.connectors())
 
     # -- health -------------------------------------------------------------------------------------
     @app.get("/v1/health", tags=["health"])
