@@ -171,7 +171,8 @@ class SmtpConnector(Connector):
         Each attempt takes a connection from :meth:`open_connection` (a fresh one after a
         failure). An attempt that failed before the server could have accepted the message
         (:func:`~connectors.smtp.retry.is_retryable`) is repeated after a backoff, while attempts
-        remain and the next one fits before the deadline; each retry is written to ``log``. Once
+        remain and the wait plus another attempt as long as this one fit before the deadline; each
+        retry is written to ``log``. Once
         the final ``.`` has been sent nothing is repeated: a lost reply fails the request with
         "the server may have accepted the message".
         """
@@ -182,8 +183,10 @@ class SmtpConnector(Connector):
         while True:
             attempt += 1
             wait = retry.delay_s(attempt)
+            # Predicted before the attempt; decides only whether a deferred recipient holds it back.
             last = attempt >= retry.attempts or time.monotonic() + wait + MIN_ATTEMPT_S > server.deadline
             progress = Progress()
+            started = time.monotonic()
             try:
                 delivery = self._attempt(server, sender, recipients, raw, progress, last=last)
             except FlintError as exc:
@@ -199,11 +202,12 @@ class SmtpConnector(Connector):
                 if attempt > 1:
                     raise type(error)(f"{error.message} (attempt {attempt})") from error
                 raise error
-            if last:
-                if attempt >= retry.attempts:
-                    if attempt == 1:
-                        raise error
-                    raise type(error)(f"{error.message}; gave up after {attempt} attempts") from error
+            if attempt >= retry.attempts:
+                if attempt == 1:
+                    raise error
+                raise type(error)(f"{error.message}; gave up after {attempt} attempts") from error
+            # The next attempt is expected to take as long as this one did.
+            if time.monotonic() + wait + max(MIN_ATTEMPT_S, time.monotonic() - started) > server.deadline:
                 raise type(error)(f"{error.message}; gave up after {attempt} attempt{'s' if attempt > 1 else ''}: "
                                   f"no time for another within the {server.timeout_ms} ms timeout") from error
             self._note(log, "warn", f"attempt {attempt} of {retry.attempts} to {server.where} failed: "

@@ -15,8 +15,9 @@ The rule (it is also in the README's smtp section):
   -6) saying so, and the message is not sent again (a duplicate is worse than a question).
 - Waits grow from ``retry-backoff`` ms, doubling, capped at :data:`MAX_BACKOFF_MS`; at most
   ``retries`` retries; and never past the request's timeout: a retry is made only when its wait
-  plus :data:`MIN_ATTEMPT_S` still fit before the deadline. The final failure keeps the last
-  error's exit-code (-1 refused, -4 unreachable) and says how many attempts were made.
+  plus another attempt as long as the last one (and at least :data:`MIN_ATTEMPT_S`) still fit
+  before the deadline. The final failure keeps the last error's exit-code (-1 refused, -4
+  unreachable) and says how many attempts were made.
 
 >>> policy = RetryPolicy.from_settings({"retries": 3, "retry-backoff": 500})
 >>> policy.attempts, [policy.delay_s(n) for n in (1, 2, 3)]
@@ -39,8 +40,8 @@ __all__ = ["RetryPolicy", "is_retryable", "MAX_BACKOFF_MS", "MIN_ATTEMPT_S", "DE
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_BACKOFF_MS = 500
 MAX_BACKOFF_MS = 30000
-# A retry that would have less than this left before the deadline is not started: it could
-# only end in a timeout and hide the server's own answer.
+# A retry with less than this (or than the last attempt took) left before the deadline is not
+# started: it could only end in a timeout and hide the server's own answer.
 MIN_ATTEMPT_S = 0.25
 
 # Causes that mean "the connection went away", as opposed to "could not be made" or TLS trouble.

@@ -275,3 +275,15 @@ def test_retries_never_go_past_the_request_timeout(smtp_servers: SmtpServers) ->
     assert handler.transactions == 3
     assert str(error) == ("SMTP 451 4.3.0 try again later (sender <ops@example.org>); gave up after 3 attempts: "
                           "no time for another within the 1500 ms timeout")
+
+
+def test_the_time_an_attempt_takes_counts_against_the_retries(raw_smtp: RawSmtpServers) -> None:
+    # Each attempt waits 4 x 0.2 s (greeting, EHLO, MAIL refused, RSET). The second ends near
+    # 1.7 s; a third, 200 ms later and as long again, would pass 2.5 s: it is not started.
+    server = raw_smtp.start(RawBehaviour(reply_delay=0.2, mail_reply="451 4.3.0 try again later"))
+    started = time.monotonic()
+    error = fails(server.config(retries=5, **{"retry-backoff": 100}), timeout_ms=2500)
+
+    assert isinstance(error, TransientFailure) and time.monotonic() - started < 2.5
+    assert server.connections == 2
+    assert str(error).endswith("; gave up after 2 attempts: no time for another within the 2500 ms timeout")
