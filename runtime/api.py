@@ -52,6 +52,31 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 _STATUS_BY_EXIT_CODE = {-2: 400, -3: 404, -5: 401, -7: 413, -9: 403}
 
+_ERROR_BODY = {"type": "object", "required": ["meta", "output"], "properties": {
+    "meta": {"type": "object", "required": ["job-id", "exit-code", "message", "status"], "properties": {
+        "job-id": {"type": "string"}, "exit-code": {"type": "integer"}, "message": {"type": "string"},
+        "status": {"const": "error"}, "context": {"type": "string"}, "username": {"type": "string"}}},
+    "output": {"type": "object", "maxProperties": 0}}}
+_ERROR_MEANING = {
+    400: "malformed body, invalid ref or parameter, or a flintbit that does not compile (-2)",
+    401: "no or wrong credentials (-5)",
+    403: "not allowed: only admin users may upload or delete flintbits (-9)",
+    404: "unknown flintbit, connector, job or path (-3)",
+    413: "body larger than api.max-body (-7)",
+    500: "internal or configuration error (-8, -2)",
+    503: "the queue (Redis) is unavailable (-8)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route may answer; every one is an envelope."""
+    return {code: {"description": f"Error envelope: {_ERROR_MEANING[code]}",
+                   "content": {"application/json": {"schema": _ERROR_BODY}}} for code in (*codes, 500)}
+
+
+_RUN_ERRORS = _errors(400, 401, 404, 413, 503)
+_READ_ERRORS = _errors(400, 401, 404, 503)
+
 _BODY_DOC = {"requestBody": {"required": False, "content": {
     "application/json": {"schema": {"description": "the input (a JSON value; an empty body is {})"}}}}}
 _SCRIPT_DOC = {"requestBody": {"required": True, "content": {
@@ -204,6 +229,23 @@ def _context(request: Request) -> str:
     return str(params.get("ref") or "")
 
 
+def _document_errors_only_as_envelopes(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; this app answers 400 instead."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI:
     """The API app on ``settings``; in embedded mode its in-process workers run while it serves.
 
@@ -235,6 +277,7 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
                   description="Run flintbits and connector requests as jobs; every error body is an envelope.")
     app.state.client = client
     app.state.users = users
+    _document_errors_only_as_envelopes(app)
 
     # -- errors: every one becomes an envelope ----------------------------------------------------
     def error_response(request: Request, error: FlintError, status: int | None = None) -> JSONResponse:
@@ -303,50 +346,52 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
         return _wire(client.run_bit(ref, body.data, timeout_ms=timeout_ms, username=user.name, wait=wait,
                                     raw=body.raw, content_type=body.content_type))
 
-    @app.post("/v1/bit/run/{ref}", tags=["flintbits"], openapi_extra=_BODY_DOC)
+    @app.post("/v1/bit/run/{ref}", tags=["flintbits"], openapi_extra=_BODY_DOC, responses=_RUN_ERRORS)
     def bit_run(ref: str, user: User = Depends(caller), body: RequestInput = Depends(job_input)) -> dict[str, Any]:
         """Queue flintbit ``ref``; returns meta only (status ``submitted``)."""
         return run_bit(ref, user, body, None, wait=False)
 
-    @app.post("/v1/bit/run/{ref}/sync", tags=["flintbits"], openapi_extra=_BODY_DOC)
+    @app.post("/v1/bit/run/{ref}/sync", tags=["flintbits"], openapi_extra=_BODY_DOC, responses=_RUN_ERRORS)
     def bit_run_sync(ref: str, user: User = Depends(caller),
                      body: RequestInput = Depends(job_input)) -> dict[str, Any]:
         """Run flintbit ``ref`` and return its envelope (or, past its timeout, the envelope as it stands)."""
         return run_bit(ref, user, body, None, wait=True)
 
-    @app.post("/v1/bit/run/{ref}/sync/{timeout_ms}", tags=["flintbits"], openapi_extra=_BODY_DOC)
+    @app.post("/v1/bit/run/{ref}/sync/{timeout_ms}", tags=["flintbits"], openapi_extra=_BODY_DOC,
+               responses=_RUN_ERRORS)
     def bit_run_sync_timeout(ref: str, timeout_ms: int = timeout_path, user: User = Depends(caller),
                              body: RequestInput = Depends(job_input)) -> dict[str, Any]:
         """Run flintbit ``ref`` with a timeout of ``timeout_ms`` and return its envelope."""
         return run_bit(ref, user, body, timeout_ms, wait=True)
 
-    @app.get("/v1/bit/result/{job_id}", tags=["jobs"])
+    @app.get("/v1/bit/result/{job_id}", tags=["jobs"], responses=_READ_ERRORS)
     def job_result(job_id: str, user: User = Depends(caller)) -> dict[str, Any]:
         """The job's envelope as it stands now."""
         return _wire(client.result(job_id))
 
-    @app.get("/v1/bit/log/{job_id}", tags=["jobs"])
+    @app.get("/v1/bit/log/{job_id}", tags=["jobs"], responses=_READ_ERRORS)
     def job_log(job_id: str, user: User = Depends(caller)) -> list[dict[str, Any]]:
         """The job's log lines ``[{"ts", "level", "message"}]``."""
         return _wire(client.logs(job_id))
 
-    @app.put("/v1/bit/{ref}", tags=["flintbits"], openapi_extra=_SCRIPT_DOC)
+    @app.put("/v1/bit/{ref}", tags=["flintbits"], openapi_extra=_SCRIPT_DOC,
+              responses=_errors(400, 401, 403, 413, 503))
     def bit_upload(ref: str, user: User = Depends(admin), source: str = Depends(script_text)) -> dict[str, Any]:
         """Upload flintbit ``ref`` (admin only); refused with the line number if it does not compile."""
         return client.store.upload(ref, source, username=user.name)
 
-    @app.get("/v1/bit/{ref}", tags=["flintbits"], response_class=PlainTextResponse)
+    @app.get("/v1/bit/{ref}", tags=["flintbits"], response_class=PlainTextResponse, responses=_READ_ERRORS)
     def bit_source(ref: str, user: User = Depends(caller)) -> PlainTextResponse:
         """The flintbit's source."""
         return PlainTextResponse(client.read_bit(ref))
 
-    @app.delete("/v1/bit/{ref}", tags=["flintbits"])
+    @app.delete("/v1/bit/{ref}", tags=["flintbits"], responses=_errors(400, 401, 403, 404, 503))
     def bit_delete(ref: str, user: User = Depends(admin)) -> dict[str, Any]:
         """Remove an uploaded flintbit (admin only)."""
         client.store.delete(ref)
         return {"ref": ref, "deleted": True}
 
-    @app.get("/v1/bits", tags=["flintbits"])
+    @app.get("/v1/bits", tags=["flintbits"], responses=_errors(401, 503))
     def bit_list(user: User = Depends(caller)) -> list[dict[str, str]]:
         """Every flintbit: ``[{"ref", "origin"}]`` (origin ``upload`` or its directory)."""
         return client.store.list()
@@ -357,31 +402,33 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
             raise InvalidRequest("a connector request body must be a JSON object of request keys")
         return _wire(client.call_connector(name, body.data, timeout_ms=timeout_ms, username=user.name, wait=wait))
 
-    @app.post("/v1/connector/run/{name}", tags=["connectors"], openapi_extra=_BODY_DOC)
+    @app.post("/v1/connector/run/{name}", tags=["connectors"], openapi_extra=_BODY_DOC, responses=_RUN_ERRORS)
     def connector_run(name: str, user: User = Depends(caller),
                       body: RequestInput = Depends(job_input)) -> dict[str, Any]:
         """Queue a direct request to connector ``name``; returns meta only."""
         return call(name, user, body, None, wait=False)
 
-    @app.post("/v1/connector/run/{name}/sync", tags=["connectors"], openapi_extra=_BODY_DOC)
+    @app.post("/v1/connector/run/{name}/sync", tags=["connectors"], openapi_extra=_BODY_DOC,
+               responses=_RUN_ERRORS)
     def connector_run_sync(name: str, user: User = Depends(caller),
                            body: RequestInput = Depends(job_input)) -> dict[str, Any]:
         """Run a direct request to connector ``name`` and return the envelope."""
         return call(name, user, body, None, wait=True)
 
-    @app.post("/v1/connector/run/{name}/sync/{timeout_ms}", tags=["connectors"], openapi_extra=_BODY_DOC)
+    @app.post("/v1/connector/run/{name}/sync/{timeout_ms}", tags=["connectors"], openapi_extra=_BODY_DOC,
+               responses=_RUN_ERRORS)
     def connector_run_sync_timeout(name: str, timeout_ms: int = timeout_path, user: User = Depends(caller),
                                    body: RequestInput = Depends(job_input)) -> dict[str, Any]:
         """Run a direct request to connector ``name`` with a timeout of ``timeout_ms``."""
         return call(name, user, body, timeout_ms, wait=True)
 
-    @app.get("/v1/connectors", tags=["connectors"])
+    @app.get("/v1/connectors", tags=["connectors"], responses=_errors(401, 503))
     def connector_list(user: User = Depends(caller)) -> list[dict[str, str]]:
         """``[{"name", "type", "description"}]``; never config values."""
         return _wire(client.connectors())
 
     # -- health -------------------------------------------------------------------------------------
-    @app.get("/v1/health", tags=["health"])
+    @app.get("/v1/health", tags=["health"], responses=_errors(503))
     def health() -> dict[str, Any]:
         """``{"status": "ok", "queue": "redis" | "embedded"}``; 503 when Redis cannot be reached."""
         client.queue.ping()
