@@ -15,7 +15,8 @@ import pytest
 
 from connectors.smtp.retry import RetryPolicy
 from runtime.errors import ConnectFailed, FlintError, RemoteRefused, TimedOut, TransientFailure
-from tests.servers.smtp import RawBehaviour, RawSmtpServers, RecordingHandler, SmtpServers, send
+from tests.servers.raw_smtp import RawBehaviour, RawSmtpServers
+from tests.servers.smtp import RecordingHandler, SmtpServers, send
 
 MAIL = {"from": "ops@example.org", "to": "a@example.org", "subject": "faults", "body": "hello"}
 FAST = {"retries": 3, "retry-backoff": 20}  # short waits: the tests are about counts, not patience
