@@ -34,7 +34,7 @@ from runtime.client import FlintClient
 from runtime.errors import ConfigError, FlintError, InternalError, InvalidRequest, LimitExceeded, NotFound, \
     QueueUnavailable
 from runtime.queue import error_envelope
-from runtime.settings import Settings
+from runtime.settings import MAX_TIMEOUT_MS, Settings
 
 __all__ = ["create_app", "http_status", "parse_input", "RequestInput", "MAX_JSON_DEPTH", "THREADPOOL_SIZE",
            "uvicorn_log_config"]
@@ -339,7 +339,8 @@ def create_app(settings: Settings, client: FlintClient | None = None) -> FastAPI
         except UnicodeDecodeError:
             raise InvalidRequest("a flintbit must be UTF-8 text") from None
 
-    timeout_path = Path(ge=1, description="The job's timeout in ms (the call waits at most this, plus a grace)")
+    timeout_path = Path(ge=1, le=MAX_TIMEOUT_MS,
+                        description="The job's timeout in ms (the call waits at most this, plus a grace); at most a day")
 
     # -- flintbits ----------------------------------------------------------------------------------
     def run_bit(ref: str, user: User, body: RequestInput, timeout_ms: int | None, wait: bool) -> dict[str, Any]:

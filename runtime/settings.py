@@ -16,7 +16,11 @@ from typing import Any, Mapping
 from runtime.configuration import SecretResolver, load_yaml
 from runtime.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "MAX_TIMEOUT_MS"]
+
+# The longest a job may run: a day. Longer values overflow the timer (setitimer) and Redis'
+# XREAD BLOCK, which took down the process running the job.
+MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000
 
 _SCHEMA_KEYS = {
     "redis": {"url", "prefix"},
@@ -39,7 +43,8 @@ def _section(data: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any
     return value
 
 
-def _number(value: Any, key: str, path: Path, kind: type = int) -> Any:
+def _number(value: Any, key: str, path: Path, kind: type = int, maximum: int | None = None,
+            limit_note: str = "") -> Any:
     """A positive number; text (from ``${VAR}``) is read as one. ``true`` or ``1.5`` for an int is refused
     rather than read as 1 (a timeout of 1 ms)."""
     what = "a whole number" if kind is int else "a number"
@@ -53,6 +58,8 @@ def _number(value: Any, key: str, path: Path, kind: type = int) -> Any:
         raise ConfigError(f"{path}: {key} must be {what}, not {value!r}")
     if not number > 0 or number == float("inf"):
         raise ConfigError(f"{path}: {key} must be positive, not {value!r}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{path}: {key} must be at most {int(maximum)}{limit_note}, not {value!r}")
     return kind(number)
 
 
@@ -138,7 +145,8 @@ class Settings:
             config_dir=directory,
             redis_url=_text(url, "redis.url", path),
             prefix=_text(redis.get("prefix") or "flint", "redis.prefix", path),
-            default_timeout=_number(jobs.get("default-timeout", 60000), "jobs.default-timeout", path),
+            default_timeout=_number(jobs.get("default-timeout", 60000), "jobs.default-timeout", path,
+                                    maximum=MAX_TIMEOUT_MS, limit_note=" (a day)"),
             result_ttl=_number(jobs.get("result-ttl", 86400), "jobs.result-ttl", path),
             max_output=_number(jobs.get("max-output", 16 * 1024 * 1024), "jobs.max-output", path),
             lost_after=_number(worker.get("lost-after", 30), "worker.lost-after", path, float),
