@@ -177,3 +177,14 @@ def test_a_flintbit_writing_a_lone_surrogate_gets_an_envelope_not_a_500(api, pro
     assert result.status_code == 200 and result.json()["output"] == {"s": "a\ufffdb"}
     log = api.get(f"/v1/bit/log/{env['meta']['job-id']}")
     assert log.status_code == 200 and log.json()[0]["message"] == "bad \ufffd text"
+
+
+@pytest.mark.parametrize("timeout", ["86400001", "9999999999999", str(2 ** 63), "99999999999999999999"])
+def test_a_timeout_past_a_day_is_400_not_a_crashed_worker(api, timeout):
+    for path in (f"/v1/bit/run/box:bit.py/sync/{timeout}", f"/v1/connector/run/smtp/sync/{timeout}"):
+        response = api.post(path, json={})
+        assert response.status_code == 400, response.text
+        meta = response.json()["meta"]
+        assert meta["exit-code"] == -2 and "timeout_ms" in meta["message"]
+    env = api.post("/v1/bit/run/box:bit.py/sync/86400000").json()
+    assert (env["meta"]["exit-code"], env["meta"]["timeout"], env["output"]) == (0, 86400000, {"ok": True})

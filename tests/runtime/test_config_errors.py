@@ -61,6 +61,8 @@ CASES = {
                                    ["jobs.default-timeout must be a whole number, not True"]),
     "flint.yaml fractional timeout": ("flint.yaml", "jobs: {default-timeout: 1.5}\n", "flint.yaml",
                                       ["jobs.default-timeout must be a whole number, not 1.5"]),
+    "flint.yaml timeout past a day": ("flint.yaml", "jobs: {default-timeout: 9999999999999}\n", "flint.yaml",
+                                      ["jobs.default-timeout must be at most 86400000 (a day), not 9999999999999"]),
     "flint.yaml section not a mapping": ("flint.yaml", "jobs: [1, 2]\n", "flint.yaml", ["jobs must be a mapping"]),
     "flint.yaml prefix a mapping": ("flint.yaml", "redis: {prefix: {a: 1}}\n", "flint.yaml",
                                     ["redis.prefix must be text"]),
