@@ -88,8 +88,73 @@ def _limit_memory(megabytes: int) -> None:
         logger.warning("could not set a memory limit of %d MB", megabytes)
 
 
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the supervisor dies (no orphan keeps running a job)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        logger.debug("PR_SET_PDEATHSIG not available")
+
+
+def _processes_in_group(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pgid:
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, ...
+                found.append(int(entry))
+    return found
+
+
+def end_strays() -> None:
+    """Kill what the last job left running in this process's group (forks, subprocesses).
+
+    Cheap when there is nothing: one read of this process's ``children`` file, unless the job
+    forked (then the whole group is looked for, grandchildren included).
+    """
+    global _forked
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as children:
+            has_children = bool(children.read().strip())
+    except OSError:
+        has_children = True
+    if not (has_children or _forked):
+        return
+    _forked = False
+    for pid in _processes_in_group(me):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    while True:  # reap them
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def child_main(conn: Connection, settings: Settings) -> None:
     """The child's loop: receive a job, run it, send back the envelope; until told to stop."""
+    os.setpgid(0, 0)  # its own process group: what a job starts can be found and ended
+    _die_with_parent()
+    os.register_at_fork(after_in_parent=_note_fork)
     # The supervisor decides when the child stops: a SIGINT or SIGTERM sent to the worker's whole
     # process group (Ctrl-C, systemd) lets the running job finish; the supervisor then stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -106,6 +171,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
             return
         spec = JobSpec(**message[1])
         result = executor.run(spec, message[2])
+        end_strays()
         conn.send(("done", result, executor.recycle))
         if executor.recycle:
             return
@@ -155,7 +221,10 @@ class ChildProcess:
 
     def _kill(self) -> None:
         if self.process is not None and self.process.is_alive():
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the child and what its job started
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()  # not yet its own group leader
             self.process.join(2.0)
         if self.conn is not None:
             self.conn.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -210,6 +211,7 @@ class Executor:
         self._global: GlobalConfig | None = None
         self._compiled: dict[tuple[str, str], Any] = {}
         self.recycle = False  # set when this process should be replaced after the job
+        self.pid = os.getpid()
 
     # -- configuration -------------------------------------------------------------------------
     def registry(self) -> ConnectorRegistry:
@@ -310,10 +312,12 @@ class Executor:
             finish(meta, exit_code=code_value, message="success" if code_value == 0 else str(exc.code))
         except (DeadlineReached, MemoryError, FlintError):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # Exception, and KeyboardInterrupt, GeneratorExit, ... raised by it
             job.log("error", "".join(traceback.format_exception(exc)).rstrip())
             finish(meta, exit_code=1, message=f"{type(exc).__name__}: {exc}")
         finally:
+            if os.getpid() != self.pid:
+                os._exit(0)  # a process the flintbit forked ends with its copy of the flintbit
             _current.namespace = previous
         return out.data
 

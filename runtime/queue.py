@@ -31,8 +31,14 @@ __all__ = ["JobQueue", "connect", "Delivery", "Finished", "error_envelope"]
 logger = logging.getLogger(__name__)
 
 # KEYS: job, uploaded bits hash. ARGV: worker, now. Returns {spec, uploaded record or ''} or false.
+# Claiming again a job this worker already claimed succeeds: the first reply may have been lost
+# (Redis went away after running the script), and the job has not run.
 _CLAIM = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'submitted' then return false end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' and redis.call('HGET', KEYS[1], 'worker') == ARGV[1] then
+  status = 'submitted'
+end
+if status ~= 'submitted' then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started', ARGV[2])
 local bit = redis.call('HGET', KEYS[1], 'bit')
 local uploaded = ''
@@ -98,12 +104,14 @@ def _entries(entries: Any) -> list[tuple[str, dict[str, str]]]:
 
 
 class Finished:
-    """A job's final envelope, waiting to be stored (see :meth:`JobQueue.read`)."""
+    """A job's final envelope (and its last log lines), waiting to be stored (see :meth:`JobQueue.read`)."""
 
-    __slots__ = ("jobid", "result", "worker_id", "queue", "entry")
+    __slots__ = ("jobid", "result", "worker_id", "queue", "entry", "logs")
 
-    def __init__(self, jobid: str, result: dict[str, Any], worker_id: str, queue: str, entry: str) -> None:
+    def __init__(self, jobid: str, result: dict[str, Any], worker_id: str, queue: str, entry: str,
+                 logs: list[dict[str, Any]] | None = None) -> None:
         self.jobid, self.result, self.worker_id, self.queue, self.entry = jobid, result, worker_id, queue, entry
+        self.logs = logs or []
 
 
 class Delivery:
@@ -186,12 +194,17 @@ class JobQueue:
     @queue_errors
     def append_log(self, jobid: str, lines: Iterable[dict[str, Any]]) -> None:
         """Add lines to the job's log."""
-        encoded = [json.dumps(line) for line in lines]
-        if encoded:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.rpush(self.keys.log(jobid), *encoded)
-            pipe.expire(self.keys.log(jobid), self.settings.result_ttl + 7 * 86400)
+        pipe = self.redis.pipeline(transaction=False)
+        if self._log_calls(pipe, jobid, list(lines)):
             pipe.execute()
+
+    def _log_calls(self, pipe: Any, jobid: str, lines: list[dict[str, Any]]) -> bool:
+        """Queue on ``pipe`` the commands that add ``lines`` to the job's log (two, or none)."""
+        if not lines:
+            return False
+        pipe.rpush(self.keys.log(jobid), *[json.dumps(line) for line in lines])
+        pipe.expire(self.keys.log(jobid), self.settings.result_ttl + 7 * 86400)
+        return True
 
     @queue_errors
     def wait(self, jobid: str, timeout_ms: int | None) -> dict[str, Any]:
@@ -255,12 +268,14 @@ class JobQueue:
         """One round trip: store ``finished`` (if any), then read at most one entry of ``stream``."""
         pipe = self.redis.pipeline(transaction=False)
         if finished is not None:
+            self._log_calls(pipe, finished.jobid, finished.logs)
             keys, args = self._finish_arguments(finished)
             # evalsha rather than the Script object: in a pipeline redis-py would add SCRIPT EXISTS
             pipe.evalsha(self._finish.sha, len(keys), *keys, *args)
         pipe.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
         replies = pipe.execute(raise_on_error=False)
         if finished is not None:
+            del replies[:2 if finished.logs else 0]
             stored = replies.pop(0)
             if isinstance(stored, redis.exceptions.NoScriptError):  # Redis restarted: load it again
                 stored = self._finish_call(finished)
@@ -273,6 +288,23 @@ class JobQueue:
         for name, entries in (delivered.items() if isinstance(delivered, dict) else delivered or []):
             for entry_id, fields in _entries(entries):
                 return Delivery(name.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
+        return None
+
+    @queue_errors
+    def own_pending(self, consumer: str, queues: list[str]) -> Delivery | None:
+        """An entry already delivered to ``consumer`` and not yet acknowledged, if any.
+
+        After an outage a delivery may have happened in Redis while its reply was lost; the
+        worker asks for its own pending entries before reading new ones.
+        """
+        for queue in queues:
+            self._ensure_group(queue)
+            reply = self.redis.xreadgroup(GROUP, consumer, {self.keys.queue(queue): "0"}, count=1)
+            for _, entries in (reply.items() if isinstance(reply, dict) else reply or []):
+                for entry_id, fields in _entries(entries):
+                    if fields:  # an entry deleted since delivery comes back with no fields
+                        return Delivery(queue, entry_id, fields.get("job", ""))
+                    self.redis.xack(self.keys.queue(queue), GROUP, entry_id)
         return None
 
     @queue_errors
@@ -300,9 +332,15 @@ class JobQueue:
         self.redis.hset(self.keys.job(jobid), "retryable", "1")
 
     @queue_errors
-    def finish(self, jobid: str, result: dict[str, Any], *, worker_id: str, queue: str = "", entry: str = "") -> bool:
-        """Store the final envelope if this worker still owns the job; ack its entry. True if stored."""
-        finished = Finished(jobid, result, worker_id, queue, entry)
+    def finish(self, jobid: str, result: dict[str, Any], *, worker_id: str, queue: str = "", entry: str = "",
+               logs: list[dict[str, Any]] | None = None) -> bool:
+        """Store the final envelope (after ``logs``) if this worker still owns the job; ack its entry.
+
+        True if stored.
+        """
+        finished = Finished(jobid, result, worker_id, queue, entry, logs)
+        if finished.logs:
+            self.append_log(jobid, finished.logs)
         return self._report_finish(finished, self._finish_call(finished))
 
     def _finish_arguments(self, finished: "Finished") -> tuple[list[str], list[Any]]:

@@ -19,7 +19,7 @@ import uuid
 from typing import Any, Sequence
 
 from runtime.child import ChildProcess
-from runtime.envelope import envelope, failure, new_job_id, new_meta
+from runtime.envelope import envelope, failure, new_job_id, new_meta, now_ms
 from runtime.errors import FlintError, QueueUnavailable
 from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, connector_queue
@@ -33,6 +33,7 @@ __all__ = ["Worker", "RETRYABLE_MARKER", "new_spec"]
 logger = logging.getLogger(__name__)
 
 RETRYABLE_MARKER = "# flint: retryable"
+LOG_HOLD = 200  # log lines of the running job held back to go out with its result
 
 
 def new_spec(settings: Settings, kind: str, target: str, request: Any, timeout_ms: int | None,
@@ -74,6 +75,7 @@ class Worker:
         self._next_recover = 0.0
         self._retryable: dict[tuple[str, str], bool] = {}
         self._log_backlog: deque[tuple[str, dict[str, Any]]] = deque()
+        self._own_pending = True  # look for entries delivered to this worker's name before
 
     # -- the loop ----------------------------------------------------------------------------
     def stop(self, *, wake: bool = True) -> None:
@@ -100,6 +102,13 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     self.tick()
+                    if delivery is None and self._own_pending:
+                        if finished is not None:  # its entry is pending too, until the result is in
+                            self.queue.finish(finished.jobid, finished.result, worker_id=self.id,
+                                              queue=finished.queue, entry=finished.entry, logs=finished.logs)
+                            finished = None
+                        delivery = self.queue.own_pending(self.id, self.queues)
+                        self._own_pending = delivery is not None
                     if delivery is None:
                         block = 0 if self.burst else int(self.settings.heartbeat_interval * 1000)
                         delivery = self.queue.read(self.id, self.queues, block, finished)
@@ -114,6 +123,7 @@ class Worker:
                     # After an outage every heartbeat may have expired: give the other workers
                     # lost-after to say they are alive before settling anybody's jobs.
                     self._next_recover = time.monotonic() + self.settings.lost_after
+                    self._own_pending = True  # a delivery may have happened with its reply lost
                     logger.error("%s; retrying in %.1f s", exc.message, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -123,8 +133,8 @@ class Worker:
                     continue
                 spec, uploaded = claimed
                 result = self._run(spec, uploaded)
-                self._flush_logs()  # a job's log is in Redis before its result, when Redis is there
-                finished = Finished(spec.jobid, result, self.id, taken.queue, taken.entry)
+                # The job's last log lines go with its result, in the same round trip and first.
+                finished = Finished(spec.jobid, result, self.id, taken.queue, taken.entry, self._take_logs(spec.jobid))
                 self.jobs_done += 1
         finally:
             if finished is not None:
@@ -169,7 +179,7 @@ class Worker:
         while True:
             try:
                 self.queue.finish(finished.jobid, finished.result, worker_id=self.id, queue=finished.queue,
-                                  entry=finished.entry)
+                                  entry=finished.entry, logs=finished.logs)
                 return
             except QueueUnavailable as exc:
                 if time.monotonic() > give_up:
@@ -189,6 +199,8 @@ class Worker:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self._log_backlog and self._current is None:
+            self._flush_logs()  # lines left behind by an outage
         if now >= self._next_beat:
             self.queue.heartbeat(self.id, {"queues": self.queues, "pid": os.getpid(),
                                            "job": self._current.jobid if self._current else ""})
@@ -212,9 +224,26 @@ class Worker:
         return self.store.find(ref)
 
     def log(self, jobid: str, lines: list[dict[str, Any]]) -> None:
-        """Keep the running job's log lines; while Redis is away they wait here, in order."""
+        """Keep the running job's log lines; while Redis is away they wait here, in order.
+
+        Lines of the running job are held (at most ``LOG_HOLD`` lines or one second) so that
+        most jobs' lines are written with their result, in the same round trip.
+        """
         self._log_backlog.extend((jobid, line) for line in lines)
-        self._flush_logs()
+        oldest = self._log_backlog[0][1].get("ts", 0) if self._log_backlog else 0
+        held_only_current = self._current is not None and all(j == self._current.jobid for j, _ in self._log_backlog)
+        if not held_only_current or len(self._log_backlog) >= LOG_HOLD or now_ms() - oldest > 1000:
+            self._flush_logs()
+
+    def _take_logs(self, jobid: str) -> list[dict[str, Any]]:
+        """The held lines of ``jobid`` if nothing older is waiting; else try to flush everything."""
+        if any(j != jobid for j, _ in self._log_backlog):
+            self._flush_logs()  # older lines first; if Redis is away they keep waiting, in order
+        if all(j == jobid for j, _ in self._log_backlog):
+            lines = [line for _, line in self._log_backlog]
+            self._log_backlog.clear()
+            return lines
+        return []
 
     def _flush_logs(self) -> None:
         while self._log_backlog:
