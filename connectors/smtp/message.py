@@ -18,7 +18,7 @@ import email.policy
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from email.headerregistry import Address, Group
+from email.headerregistry import Address, Group, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from html.parser import HTMLParser
@@ -30,8 +30,27 @@ from runtime.errors import InvalidRequest
 
 __all__ = ["POLICY", "Addressing", "read_addressing", "read_headers", "build_message", "html_to_text"]
 
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The standard header registry, but each header class is made once, not on every lookup.
+
+    ``HeaderRegistry.__getitem__`` builds a new class with ``type()`` per call: a fifth of the
+    time of building a message (21 lookups per message). The classes are the same every time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
 # SMTP line endings; 7bit-safe output so no relay needs 8BITMIME.
-POLICY = email.policy.SMTP.clone(cte_type="7bit")
+POLICY = email.policy.SMTP.clone(cte_type="7bit", header_factory=_CachedHeaderRegistry())
 
 _FIELD_NAME = re.compile(r"^[!-9;-~]+$")
 
