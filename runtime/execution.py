@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 _current = threading.local()
 
+# Input keys whose values are secrets wherever they appear in a job's messages and log lines.
+SECRET_INPUT_KEYS = frozenset({"password", "secret", "token", "api-key", "flint-key", "x-flint-password"})
+
 
 @dataclass
 class JobSpec:
@@ -245,6 +248,9 @@ class Executor:
         ``script`` is the flintbit's source when the caller already has it (else it is asked for).
         """
         job = _JobRun(self, spec)
+        if isinstance(spec.input, dict):  # secrets handed in as input are hidden from the start
+            for key in SECRET_INPUT_KEYS & set(spec.input):
+                self.redact.add(spec.input[key])
         meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
         meta["timestamp"] = spec.timestamp
         output: dict[str, Any] = {}

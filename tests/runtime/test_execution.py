@@ -175,3 +175,14 @@ def test_huge_output_is_a_limit(project):
     env = run(project, "output.set('x', 'y' * 5000)\n")
     assert (env["meta"]["exit-code"], env["output"]) == (-7, {})
     assert env["meta"]["message"] == "output is 5009 bytes; the limit is 1000"
+
+
+def test_secrets_in_the_input_are_hidden_in_log_lines_and_messages(project):
+    env = run(project, """
+        log.info("logging in with " + input.get("password"))
+        raise RuntimeError("bad password " + input.get("password"))
+    """, {"password": "pw-0123456789"})
+    assert env["meta"]["message"] == "RuntimeError: bad password **********"
+    lines = project.client().logs(env["meta"]["job-id"])
+    assert lines[0]["message"] == "logging in with **********"
+    assert "pw-0123456789" not in str(env) + str(lines)
