@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from runtime import errors
 from runtime.envelope import envelope, failure, new_meta
 from runtime.errors import FlintError, InternalError, TimedOut, WorkerLost
-from runtime.execution import Executor, JobSpec
+from runtime.execution import Executor, JobSpec, Link
 from runtime.settings import Settings
 from runtime.store import Script
 
@@ -36,14 +36,10 @@ logger = logging.getLogger(__name__)
 KILL_GRACE_S = 0.25
 
 
-class Services(Protocol):
-    """What the supervisor does for its child: the queue-facing half of the job."""
+class Services(Link, Protocol):
+    """What the supervisor does for its child: the queue-facing half of the job (a Link), and a
+    ``tick`` called while it waits (heartbeats)."""
 
-    def submit(self, kind: str, target: str, request: dict[str, Any], timeout_ms: int | None,
-               username: str) -> dict[str, Any]: ...
-    def wait(self, jobid: str, timeout_ms: int | None) -> dict[str, Any]: ...
-    def script(self, ref: str) -> Script: ...
-    def log(self, jobid: str, lines: list[dict[str, Any]]) -> None: ...
     def tick(self) -> None: ...
 
 
