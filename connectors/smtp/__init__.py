@@ -16,6 +16,7 @@ is ever sent again once the final ``.`` has gone (:mod:`.retry` has the rule).
 
 Modules: :mod:`.schema` (JSON Schemas), :mod:`.attachments` (roots, limits, loading),
 :mod:`.fetch` (URL attachments, guarded), :mod:`.message` (building the message),
+:mod:`.wire` (the message as sent, its attachments encoded only during DATA),
 :mod:`.session` (the SMTP transaction and its errors), :mod:`.retry` (what is retried),
 :mod:`.pool` (idle connections), :mod:`.connector` (the :class:`SmtpConnector` tying them together).
 """

@@ -35,6 +35,7 @@ from connectors.smtp.retry import MIN_ATTEMPT_S, RetryPolicy, is_retryable
 from connectors.smtp.schema import CONFIG_SCHEMA, REQUEST_OVERRIDABLE, SEND_SCHEMA
 from connectors.smtp.session import (Delivery, Progress, ServerSettings, bind_deadline, open_session, transfer,
                                     unbind_deadline)
+from connectors.smtp.wire import DeferredPayloads, WireMessage
 from runtime.errors import ConnectFailed, FlintError, InternalError, InvalidRequest, TimedOut
 
 __all__ = ["SmtpConnector"]
@@ -135,9 +136,10 @@ class SmtpConnector(Connector):
 
         rules = AttachmentRules.from_settings(request, timeout_s=timeout_ms / 1000.0, deadline=deadline)
         body = self._body(request, rules)
-        attachments = load_attachments(request.get("attachments"), rules)
-        message = build_message(request, addressing, extra_headers, body, attachments)
-        raw = _encode(message)
+        deferred = DeferredPayloads(POLICY)  # attachments are encoded only as they go on the wire
+        message = build_message(request, addressing, extra_headers, body,
+                                load_attachments(request.get("attachments"), rules), deferred=deferred)
+        wire = _encode(message, deferred)
         message_id = str(message["Message-ID"])
 
         capture = None
@@ -145,7 +147,7 @@ class SmtpConnector(Connector):
             capture = capture_server(str(capture_dir))
             server = ServerSettings(capture.host, capture.port, security="none", timeout_ms=timeout_ms,
                                     deadline=deadline)
-        delivery = self.deliver(server, addressing.sender.addr_spec, addressing.recipients, raw,
+        delivery = self.deliver(server, addressing.sender.addr_spec, addressing.recipients, wire,
                                 retry=RetryPolicy.from_settings(request), log=call.log)
 
         output: dict[str, Any] = {
@@ -163,10 +165,11 @@ class SmtpConnector(Connector):
         call.log("info", summary)
         return output
 
-    def deliver(self, server: ServerSettings, sender: str, recipients: list[str], raw: bytes, *,
+    def deliver(self, server: ServerSettings, sender: str, recipients: list[str], message: WireMessage | bytes, *,
                 retry: RetryPolicy | None = None,
                 log: Callable[[str, str], None] | None = None) -> Delivery:
-        """Deliver ``raw`` in one SMTP transaction, tried again while that cannot duplicate it.
+        """Deliver ``message`` (or raw bytes, CRLF line ends) in one SMTP transaction, tried again
+        while that cannot duplicate it.
 
         Each attempt takes a connection from :meth:`open_connection` (a fresh one after a
         failure). An attempt that failed before the server could have accepted the message
@@ -177,6 +180,7 @@ class SmtpConnector(Connector):
         "the server may have accepted the message".
         """
         retry = retry or RetryPolicy()
+        wire = message if isinstance(message, WireMessage) else WireMessage(message)
         server = server.with_deadline()
         assert server.deadline is not None
         attempt = 0
@@ -188,7 +192,7 @@ class SmtpConnector(Connector):
             progress = Progress()
             started = time.monotonic()
             try:
-                delivery = self._attempt(server, sender, recipients, raw, progress, last=last)
+                delivery = self._attempt(server, sender, recipients, wire, progress, last=last)
             except FlintError as exc:
                 error = exc
             else:
@@ -215,13 +219,13 @@ class SmtpConnector(Connector):
             self.pool.discard(server.pool_key())  # its other idle connections are suspect too
             time.sleep(wait)
 
-    def _attempt(self, server: ServerSettings, sender: str, recipients: list[str], raw: bytes,
+    def _attempt(self, server: ServerSettings, sender: str, recipients: list[str], wire: WireMessage,
                  progress: Progress, *, last: bool) -> Delivery:
         """One transaction over one connection; ``progress`` says how far it got."""
         smtp = self.open_connection(server)
         delivered = False
         try:
-            delivery = transfer(smtp, server, sender, recipients, raw, progress=progress, hold_deferred=not last)
+            delivery = transfer(smtp, server, sender, recipients, wire, progress=progress, hold_deferred=not last)
             delivered = True
             return delivery
         finally:
@@ -242,10 +246,10 @@ class SmtpConnector(Connector):
         return str(request.get("body") or "")
 
 
-def _encode(message: EmailMessage) -> bytes:
-    """The message as sent on the wire (CRLF line ends)."""
+def _encode(message: EmailMessage, deferred: DeferredPayloads) -> WireMessage:
+    """The message as sent on the wire (CRLF line ends), its attachments still as bytes."""
     try:
-        return message.as_bytes(policy=POLICY)
+        return WireMessage.render(message, deferred)
     except Exception as exc:  # email's folding and encoders raise several types on odd input
         raise InvalidRequest(f"the message cannot be encoded: {type(exc).__name__}") from exc
 

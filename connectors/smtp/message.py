@@ -6,7 +6,9 @@ then assembles an :class:`~email.message.EmailMessage`. Encoding is left to ``em
 non-ASCII subjects and display names become RFC 2047 encoded words, non-ASCII attachment file
 names RFC 2231 parameters, and text parts are 7bit only when every line is short ASCII,
 else quoted-printable or base64, so no line over 998 octets ever reaches the wire. ``From ``
-at the start of a body line is left alone (the SMTP policy does not mangle it).
+at the start of a body line is left alone (the SMTP policy does not mangle it). The connector
+builds attachments *deferred* (:mod:`connectors.smtp.wire`): their parts carry a placeholder and
+their base64 is written only on the wire, so a large file is never held as text.
 
 Bcc recipients are kept in :class:`Addressing` for the envelope and never become a header.
 """
@@ -26,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from connectors.addresses import parse_address, parse_address_list, refuse_line_breaks
 from connectors.smtp.attachments import Attachment
+from connectors.smtp.wire import DeferredPayloads
 from runtime.errors import InvalidRequest
 
 __all__ = ["POLICY", "Addressing", "read_addressing", "read_headers", "build_message", "html_to_text"]
@@ -289,8 +292,14 @@ def build_message(
     attachments: Sequence[Attachment],
     *,
     now: datetime | None = None,
+    deferred: DeferredPayloads | None = None,
 ) -> EmailMessage:
-    """Assemble the message: headers, the body in ``content-type``, then the attachments."""
+    """Assemble the message: headers, the body in ``content-type``, then the attachments.
+
+    With ``deferred``, each attachment's part holds a placeholder and its bytes go to
+    ``deferred``, to be encoded only on the wire (:mod:`connectors.smtp.wire`); the message
+    written is the same.
+    """
     now = now or datetime.now().astimezone()
     _refuse_lone_surrogates(body, "body")
     if isinstance(settings.get("text-body"), str):
@@ -326,7 +335,12 @@ def build_message(
 
     for attachment in attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
-        message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
+        if deferred is not None:
+            deferred.add_attachment(message, attachment.data, maintype=maintype, subtype=subtype,
+                                    filename=attachment.filename)
+        else:
+            message.add_attachment(attachment.data, maintype=maintype, subtype=subtype,
+                                   filename=attachment.filename)
     for part in message.walk():
         if part is not message:
             del part["MIME-Version"]  # ``email`` adds one to every part it creates; only the top needs it

@@ -30,13 +30,13 @@ import hashlib
 import io
 import logging
 import math
-import re
 import smtplib
 import socket
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping, Sequence
 
+from connectors.smtp.wire import WireMessage
 from connectors.transport import require_safe_auth, ssl_context, translate_connect_error
 from runtime.configuration import reveal
 from runtime.errors import (
@@ -354,38 +354,47 @@ def _check_size_limit(smtp: smtplib.SMTP, server: ServerSettings, size: int) -> 
         )
 
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")
+def _send_data(smtp: smtplib.SMTP, message: WireMessage, progress: Progress) -> tuple[int, bytes]:
+    """DATA, as :meth:`smtplib.SMTP.data` does it but a slice of the message at a time, noting
+    the moment the final ``.`` is sent.
 
-
-def _send_data(smtp: smtplib.SMTP, raw: bytes, progress: Progress) -> tuple[int, bytes]:
-    """DATA, as :meth:`smtplib.SMTP.data` does it, noting the moment the final ``.`` is sent."""
+    Each slice is one ``send`` (bounded by the time left before the deadline). The final ``.``
+    goes in the same ``send`` as the last slice (one segment, as smtplib sends a message; no wait
+    on the peer's delayed ACK), and ``data_sent`` is set only once that call has returned: if any
+    ``send`` fails, the ``.`` line never left this host in full.
+    """
     smtp.putcmd("data")
     code, reply = smtp.getreply()
     if code != 354:
         return code, reply
-    payload = _LEADING_DOT.sub(b"..", raw)
-    if not payload.endswith(b"\r\n"):
-        payload += b"\r\n"
-    # One sendall: if it fails, the end of the payload (the "." line) never left this host.
-    smtp.send(payload + b".\r\n")
+    last = b""
+    for chunk in message.data_chunks():
+        if last:
+            smtp.send(last)
+        last = chunk
+    smtp.send(last + b".\r\n")
     progress.data_sent = True
     return smtp.getreply()
 
 
 def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients: Sequence[str],
-             raw: bytes, *, progress: Progress | None = None, hold_deferred: bool = False) -> Delivery:
+             message: WireMessage | bytes, *, progress: Progress | None = None,
+             hold_deferred: bool = False) -> Delivery:
     """MAIL FROM, RCPT TO for each recipient, DATA. Refusing every recipient is -1 and sends nothing.
+
+    ``message`` is a :class:`~connectors.smtp.wire.WireMessage`, or the raw bytes (CRLF line ends).
 
     With ``hold_deferred`` a recipient refused for now (4xx) abandons the transaction before DATA
     (RSET; nothing sent), so that a retry can reach every recipient; without it the message goes
     to the accepted recipients and the others are reported in ``refused``.
     """
     progress = progress if progress is not None else Progress()
+    wire = message if isinstance(message, WireMessage) else WireMessage(message)
     with translating(server):
         options: list[str] = []
         if smtp.has_extn("size"):
-            _check_size_limit(smtp, server, len(raw))
-            options.append(f"SIZE={len(raw)}")
+            _check_size_limit(smtp, server, wire.size)
+            options.append(f"SIZE={wire.size}")
         code, reply = smtp.mail(sender, options)
         if code != 250:
             _reset(smtp)
@@ -410,7 +419,7 @@ def transfer(smtp: smtplib.SMTP, server: ServerSettings, sender: str, recipients
             if len(refused) > 1:
                 first = type(first)(f"{first.message} (and {len(refused) - 1} more recipients refused)")
             raise first
-        code, reply = _send_data(smtp, raw, progress)
+        code, reply = _send_data(smtp, wire, progress)
         if code != 250:
             if progress.data_sent and not 400 <= code < 600:
                 raise RemoteRefused(f"SMTP {server.where} gave an unreadable reply to the message "
