@@ -232,17 +232,17 @@ def _read_body(response: http.client.HTTPResponse, name: str, rules: "Attachment
     length = response.getheader("Content-Length", "")
     if length.isdigit():
         rules.check_size(name, int(length))
-    chunks: list[bytes] = []
+    body = io.BytesIO()  # getvalue() hands over its buffer: the body is held once, not as chunks + a join
     received = 0
     while received <= rules.limit_bytes:
         chunk = response.read(min(_CHUNK, rules.limit_bytes + 1 - received))
         if not chunk:
             break
-        chunks.append(chunk)
+        body.write(chunk)
         received += len(chunk)
     if received > rules.limit_bytes:
         raise LimitExceeded(f"attachment {name} is over the limit of {rules.limit_mb:g} MB ({shown})")
-    return b"".join(chunks)
+    return body.getvalue()
 
 
 def fetch(url: str, rules: "AttachmentRules", field: str) -> Fetched:

@@ -4,7 +4,7 @@ The attachment's base64 is written during DATA from its bytes (:mod:`connectors.
 these tests check, against real aiosmtpd servers, that what arrives is what ``email`` would
 have written, that dot-stuffing survives slicing, that SIZE is exact, that a reset while the
 attachment streams is retried, and that a 10 MiB attachment costs the sender about its own
-size in memory, not several times it.
+size in memory, not several times it, whether it comes from a file, a URL or the request.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from connectors.smtp.message import POLICY, build_message, read_addressing
 from connectors.smtp.wire import CHUNK_BYTES, DeferredPayloads, WireMessage
 from runtime.errors import FlintError
 from tests.servers.raw_smtp import RawBehaviour, RawSmtpServers
-from tests.servers.smtp import RecordingHandler, SmtpServer, SmtpServers, send
+from tests.servers.smtp import LOOPBACK_FETCHES, HttpFiles, RecordingHandler, SmtpServer, SmtpServers, send
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -147,44 +147,53 @@ def test_a_reset_while_the_attachment_streams_is_retried_and_delivered_once(
     assert attachment.get_payload(decode=True) == data
 
 
-# Run in a child process so that only the sender's allocations are traced (the aiosmtpd server
-# of this process buffers the whole message it receives).
+# Run in a child process so that only the sender's allocations are traced (this process's
+# aiosmtpd server buffers the whole message it receives). An inline attachment's base64 text is
+# made before tracing starts: it is the request's, as a job's JSON input holds it.
 _MEASURE = textwrap.dedent("""
-    import gc, json, sys, tracemalloc
+    import base64, gc, json, sys, tracemalloc
     from connectors.base import ConnectorCall
     from connectors.smtp import SmtpConnector
 
-    config, path = json.loads(sys.argv[1]), sys.argv[2]
+    config, source = json.loads(sys.argv[1]), sys.argv[2]
+    if source.startswith("inline:"):
+        with open(source[len("inline:"):], "rb") as handle:
+            source = {"filename": "report.bin", "content": base64.b64encode(handle.read()).decode()}
     mail = {"from": "ops@example.org", "to": "a@example.org", "body": "<p>see attached</p>"}
     connector = SmtpConnector("smtp", config)
     connector.run(dict(mail), ConnectorCall(jobid="warm-up", timeout_ms=60000))  # imports, caches
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    connector.run({**mail, "attachments": [path]}, ConnectorCall(jobid="job", timeout_ms=60000))
+    connector.run({**mail, "attachments": [source]}, ConnectorCall(jobid="job", timeout_ms=60000))
     peak = tracemalloc.get_traced_memory()[1]
     connector.close()
     print(json.dumps({"peak": peak - before}))
 """)
 
 
-def test_a_10_mib_attachment_costs_about_its_own_size_in_memory(smtp_server: SmtpServer,
-                                                                 attachments_dir: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "url", "inline"])
+def test_a_10_mib_attachment_costs_about_its_own_size_in_memory(kind: str, smtp_server: SmtpServer,
+                                                                 attachments_dir: Path, http_files: HttpFiles) -> None:
+    data = os.urandom(10 * MIB)
     path = attachments_dir / "report.bin"
-    path.write_bytes(os.urandom(10 * MIB))
-    config = {**smtp_server.config(), "attachment-roots": [str(attachments_dir)]}
+    path.write_bytes(data)
+    (http_files.directory / "report.bin").write_bytes(data)
+    source = {"file": str(path), "url": http_files.url("report.bin"), "inline": f"inline:{path}"}[kind]
+    config = {**smtp_server.config(), **LOOPBACK_FETCHES, "attachment-roots": [str(attachments_dir)]}
 
-    child = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(config), str(path)], cwd=REPO,
+    child = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(config), source], cwd=REPO,
                            capture_output=True, text=True, timeout=120)
 
     assert child.returncode == 0, child.stderr
     peak = json.loads(child.stdout.strip().splitlines()[-1])["peak"]
-    # The file's bytes (10 MiB) are needed; its base64 text (14 MiB), the message written whole
-    # and smtplib's copies of it (67 MiB in all before) are not.
+    # The attachment's bytes (10 MiB) are needed; its base64 text (14 MiB), the message written
+    # whole and smtplib's copies of it (67 MiB in all for a file before), a list of fetched
+    # chunks and their join (URL) or an ASCII copy of the inline text are not.
     assert peak < 20 * MIB, f"peak {peak / MIB:.1f} MiB of Python allocations sending a 10 MiB attachment"
     [got] = smtp_server.received[1:]
     [attachment] = got.message.iter_attachments()
-    assert attachment.get_payload(decode=True) == path.read_bytes()
+    assert attachment.get_payload(decode=True) == data
 
 
 def test_the_wire_module_names_its_public_items() -> None:
