@@ -9,6 +9,7 @@ naming the field, and the server saw no transaction.
 from __future__ import annotations
 
 import base64
+import re
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
@@ -23,10 +24,13 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 SYNTAX = ["@", "<", ">", ",", ";", ":", '"', "\\", "(", ")", "[", "]", ".", " ", "\t", "\r\n", "\n", "\x00",
           "=?utf-8?q?", "?=", "=0A", "Bcc: ", "example.org", "xn--bcher-kva.example", "bücher.example",
           "[127.0.0.1]", "[IPv6:::1]", "a", "bob", "b.o.b", "+tag", "undisclosed-recipients:;", "\u2028", "é"]
-LOCAL = st.from_regex(r"\A[a-z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\.[a-z0-9_+-]{1,8}){0,2}\Z")
+# (no "=?" in a local part: it would read as an encoded word in the header, so it is refused)
+LOCAL = st.from_regex(r"\A[a-z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\.[a-z0-9_+-]{1,8}){0,2}\Z").filter(
+    lambda local: "=?" not in local)
 DOMAIN = st.one_of(st.from_regex(r"\A([a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?\.){1,3}[a-z]{2,6}\Z"),
                    st.sampled_from(["bücher.example", "例え.テスト", "[192.0.2.1]", "[IPv6:2001:db8::1]"]))
-NAME = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+NAME = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12).filter(
+    lambda name: "=?" not in name)  # (line breaks and encoded words in names are the messy cases)
 
 
 @st.composite
@@ -75,9 +79,10 @@ def check(mail_server, fields: dict) -> None:
     assert shown == in_headers, (shown, in_headers, got.raw[:1500])
     assert message["Bcc"] is None
     hidden = set(got.rcpt_tos) - set(in_headers)
-    header_block = got.raw.split(b"\r\n\r\n", 1)[0]
+    header_block = got.raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace").lower()
     for address in hidden:
-        assert address.encode() not in header_block, f"bcc {address} leaked into the headers"
+        whole = re.compile(r"(?<![\w.+=-])" + re.escape(address.lower()) + r"(?![\w.-])")
+        assert not whole.search(header_block), f"bcc {address} leaked into the headers"
 
 
 @PROPERTY
@@ -91,6 +96,7 @@ def check(mail_server, fields: dict) -> None:
 @example(to="a@b.org", cc="a@b.org", bcc="A <a@b.org>")
 @example(to="undisclosed-recipients:;", cc=None, bcc=None)
 @example(to="a@b.org (comment, with comma)", cc=None, bcc=None)
+@example(to=None, cc='"Zoë\xa0Ørsted" <zoe.oersted.long.local.part@example.org>, bob@example.org', bcc=None)
 def test_any_recipients_are_delivered_exactly_or_refused(mail_server, to, cc, bcc):
     check(mail_server, {"to": to, "cc": cc, "bcc": bcc})
 
@@ -98,6 +104,7 @@ def test_any_recipients_are_delivered_exactly_or_refused(mail_server, to, cc, bc
 @PROPERTY
 @given(sender=MESSY, to=st.lists(valid_address(), min_size=1, max_size=3))
 @example(sender='"x\r\nBcc: y@z.org" <a@b.org>', to=["c@d.org"])
+@example(sender='"@@@@@example.org' + "x" * 56 + '" <z@example.org>', to=["c@d.org"])
 def test_any_sender_is_used_as_given_or_refused(mail_server, sender, to):
     fields = {"from": sender, "to": to}
     expected = expected_envelope(fields)
