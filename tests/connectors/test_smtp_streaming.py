@@ -34,6 +34,15 @@ MAIL = {"from": "ops@example.org", "to": "a@example.org", "subject": "report"}
 DOTTED = ".\n.leading dot\n..two dots\nmiddle . dot\n. space\n"
 
 
+def assert_same(got: bytes | str, want: bytes | str, what: str) -> None:
+    """``got == want``, else an error showing the first difference (pytest would diff megabytes)."""
+    if got == want:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    raise AssertionError(f"{what} differs at offset {at} (lengths {len(got)} and {len(want)}): "
+                         f"{got[max(0, at - 40):at + 40]!r} != {want[max(0, at - 40):at + 40]!r}")
+
+
 class OptionsRecorder(RecordingHandler):
     """Also records the MAIL FROM options (SIZE=...) of each message received."""
 
@@ -61,12 +70,12 @@ def test_a_10_mib_attachment_arrives_byte_for_byte_and_dotted_lines_survive(
     [got] = server.received
     message = got.message
     [text, attachment] = message.iter_parts()
-    assert text.get_content().replace("\r\n", "\n") == body
+    assert_same(text.get_content().replace("\r\n", "\n"), body, "the body")
     assert b"\r\n.\r\n.leading dot\r\n..two dots\r\nmiddle . dot\r\n. space\r\n" in got.raw  # as written
     assert attachment.get_filename() == "report.bin"
     assert attachment.get_content_type() == "application/octet-stream"
     assert attachment["Content-Transfer-Encoding"] == "base64"
-    assert attachment.get_payload(decode=True) == data
+    assert_same(attachment.get_payload(decode=True), data, "the attachment")
     lines = got.raw.split(b"\r\n")
     assert max(len(line) for line in lines) <= 998
     encoded = [line for line in lines if len(line) == 76]
@@ -80,13 +89,14 @@ def test_a_body_over_many_slices_keeps_every_dotted_line(smtp_server: SmtpServer
     send(smtp_server.config(), **MAIL, content_type="text/plain", body=body)
 
     [got] = smtp_server.received
-    assert got.message.get_content().replace("\r\n", "\n") == body
+    assert_same(got.message.get_content().replace("\r\n", "\n"), body, "the body")
 
 
 def _messages(attachments: list[Attachment]) -> tuple[WireMessage, bytes]:
     """The same request built twice: streamed (placeholders) and as ``email`` writes it whole."""
     request = {**MAIL, "to": "Zoë <a@example.org>", "content-type": "multipart/alternative",
-               "text-body": "plain " + DOTTED, "subject": "Résumé"}
+               "subject": "Résumé",
+               "text-body": DOTTED * (3 * CHUNK_BYTES // len(DOTTED))}  # dotted lines across slices
     addressing = read_addressing(request)
     now = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
     deferred = DeferredPayloads(POLICY)
@@ -107,11 +117,11 @@ def test_the_streamed_message_is_what_email_writes() -> None:
 
     wire, expected = _messages(attachments)
 
-    assert wire.as_bytes() == expected
+    assert_same(wire.as_bytes(), expected, "the streamed message")
     assert wire.size == len(expected)
     stuffed = b"".join(wire.data_chunks())
-    assert stuffed == b"\r\n".join(b"." + line if line.startswith(b".") else line
-                                   for line in expected.split(b"\r\n"))
+    dotted = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in expected.split(b"\r\n"))
+    assert_same(stuffed, dotted, "the dot-stuffed message")
 
 
 def test_a_server_size_limit_counts_the_streamed_attachment(smtp_servers: SmtpServers,
@@ -144,7 +154,7 @@ def test_a_reset_while_the_attachment_streams_is_retried_and_delivered_once(
     assert server.connections == 2 and server.dots == 1
     [got] = server.received
     [attachment] = got.message.iter_attachments()
-    assert attachment.get_payload(decode=True) == data
+    assert_same(attachment.get_payload(decode=True), data, "the attachment")
 
 
 # Run in a child process so that only the sender's allocations are traced (this process's
@@ -193,7 +203,7 @@ def test_a_10_mib_attachment_costs_about_its_own_size_in_memory(kind: str, smtp_
     assert peak < 20 * MIB, f"peak {peak / MIB:.1f} MiB of Python allocations sending a 10 MiB attachment"
     [got] = smtp_server.received[1:]
     [attachment] = got.message.iter_attachments()
-    assert attachment.get_payload(decode=True) == data
+    assert_same(attachment.get_payload(decode=True), data, "the attachment")
 
 
 def test_the_wire_module_names_its_public_items() -> None:
