@@ -58,6 +58,33 @@ def _encoded_words_text(value: str) -> str:
     return "".join(found)
 
 
+def _decode_display_name(name: str, field: str) -> str:
+    """``name`` with its RFC 2047 encoded words decoded, as a reader would show it.
+
+    The email package decodes an encoded word in a display name it is given and writes the
+    decoded text out unquoted, so ``=?utf-8?q?a=2C_b?=`` became the two mailboxes ``a, b`` in
+    the header. Decoded here, the name is quoted or re-encoded as its text needs.
+    """
+    for _ in range(4):
+        decoded = _ENCODED_WORD_RUN.sub(_decode_run, name)
+        if decoded == name:
+            return name
+        name = decoded
+    raise InvalidRequest(f"invalid display name in {field}: encoded words nested too deep")
+
+
+def _decode_run(match: re.Match[str]) -> str:
+    words = re.findall(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=", match.group())
+    try:
+        return "".join(_encoded_words.decode(word)[0] for word in words)  # spaces between words drop
+    except Exception:  # not encoded words after all: the parser leaves them as text
+        return match.group()
+
+
+# One encoded word, or several separated by whitespace only (RFC 2047: that whitespace is dropped).
+_ENCODED_WORD_RUN = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=(?:\s+=\?[^?]*\?[bBqQ]\?[^?]*\?=)*")
+
+
 def refuse_line_breaks(value: str, field: str) -> None:
     """Raise InvalidRequest (-2) ``line break in <field>`` when ``value`` holds a line break.
 
@@ -176,6 +203,9 @@ def parse_address(text: str, field: str) -> Address:
         local, at, domain = spec.rpartition("@")
         if not at or len(local) > 64:
             raise ValueError(spec)
+        if "=?" in display:
+            display = _decode_display_name(display, field)
+            refuse_line_breaks(display, field)
         return Address(display_name=display, username=_local_part(local), domain=ascii_domain(domain))
     except ValueError:
         raise InvalidRequest(f"invalid address in {field}: {candidate!r}") from None

@@ -92,6 +92,7 @@ def check(mail_server, fields: dict) -> None:
 @example(to='=?utf-8?q?a=0D=0ABcc:_x@y.org?= <a@b.org>', cc=None, bcc=None)
 @example(to='"=?utf-8?q?x=0D=0AX-Injected:_1?=" <a@b.org>', cc=None, bcc=None)
 @example(to="=?utf-8?q?evil?=@b.org", cc=None, bcc=None)
+@example(to='"=?utf-8?q?boss=40corp.example=2C?=" <a@b.org>', cc="=?utf-8?b?Ow==?= <c@d.org>, e@f.org", bcc=None)
 @example(to=None, cc=None, bcc="secret@example.org, Secret Name <s2@example.org>")
 @example(to="a@b.org", cc="a@b.org", bcc="A <a@b.org>")
 @example(to="undisclosed-recipients:;", cc=None, bcc=None)
