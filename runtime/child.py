@@ -258,6 +258,11 @@ class ChildProcess:
             self.conn.send(("run", spec.__dict__, script))
         except (OSError, ValueError):
             return self._lost(spec, meta)
+        except Exception as exc:  # e.g. RecursionError pickling a pathological input: this job only
+            logger.exception("could not hand job %s to the job process", spec.jobid)
+            self._kill()  # the pipe may hold half a message
+            return envelope(failure(meta, InternalError(f"could not hand the job to its process: "
+                                                        f"{type(exc).__name__}")), {})
         self.jobs_run += 1
         while True:
             remaining = deadline - time.monotonic()

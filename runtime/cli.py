@@ -18,13 +18,18 @@ import click
 
 from runtime.errors import FlintError, InvalidRequest
 from runtime.queue import error_envelope
-from runtime.settings import Settings
+from runtime.settings import MAX_TIMEOUT_MS, Settings
 
 __all__ = ["main", "cli"]
 
 
 def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a flintbit: escape it, the JSON stays valid
+        text = json.dumps(data, indent=2, ensure_ascii=True, default=str)
+    click.echo(text)
 
 
 def _exit_for(envelope: dict[str, Any]) -> int:
@@ -111,7 +116,7 @@ def cli(ctx: click.Context, config_dir: str | None, redis_url: str | None, verbo
 
 
 def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--timeout", type=click.IntRange(min=1), default=None, metavar="MS",
+    func = click.option("--timeout", type=click.IntRange(min=1, max=MAX_TIMEOUT_MS), default=None, metavar="MS",
                         help="Execution limit in ms (default from flint.yaml).")(func)
     func = click.option("--async", "is_async", is_flag=True, help="Queue and print the submitted meta.")(func)
     func = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 _current = threading.local()
 
+# A job's log keeps at most this many lines, each at most this many characters.
+MAX_LOG_LINES = 10_000
+MAX_LOG_LINE = 64 * 1024
+
 # Input keys whose values are secrets wherever they appear in a job's messages and log lines.
 SECRET_INPUT_KEYS = frozenset({"password", "secret", "token", "api-key", "flint-key", "x-flint-password"})
 
@@ -171,8 +175,17 @@ class _JobRun:
         self.executor = executor
         self.spec = spec
         self.lines: list[dict[str, Any]] = []
+        self.count = 0
 
     def log(self, level: str, message: str) -> None:
+        self.count += 1
+        if self.count > MAX_LOG_LINES:
+            if self.count == MAX_LOG_LINES + 1:
+                message, level = f"log truncated: a job keeps at most {MAX_LOG_LINES} lines", "warn"
+            else:
+                return
+        if len(message) > MAX_LOG_LINE:
+            message = message[:MAX_LOG_LINE] + f"... [{len(message) - MAX_LOG_LINE} characters cut]"
         self.lines.append({"ts": now_ms(), "level": level, "message": self.executor.redact(message)})
         if len(self.lines) >= 200:
             self.flush()

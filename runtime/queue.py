@@ -21,7 +21,7 @@ import redis
 
 from runtime.envelope import Status, envelope, failure, new_meta, now_ms
 from runtime.connection import connect, queue_errors, redis_location
-from runtime.errors import FlintError, NotFound, WorkerLost
+from runtime.errors import FlintError, InvalidRequest, NotFound, WorkerLost
 from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, GROUP, Keys, connector_queue
 from runtime.settings import Settings
@@ -158,13 +158,17 @@ class JobQueue:
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         """Queue ``spec``; return its meta (status ``submitted``)."""
         queue = BITS_QUEUE if spec.kind == "bit" else connector_queue(spec.target)
+        try:
+            encoded = spec.to_json()
+        except (RecursionError, ValueError, TypeError) as exc:
+            raise InvalidRequest(f"the input cannot be kept as JSON: {type(exc).__name__}") from None
         self._ensure_group(queue)
         meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
         meta["timestamp"] = spec.timestamp
         key = self.keys.job(spec.jobid)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, mapping={"status": Status.SUBMITTED.value, "meta": json.dumps(meta),
-                                "spec": spec.to_json(), "queue": queue, "output": "{}",
+                                "spec": encoded, "queue": queue, "output": "{}",
                                 "retryable": "1" if spec.retryable else "",
                                 "bit": spec.target if spec.kind == "bit" else ""})
         pipe.expire(key, self.settings.result_ttl + 7 * 86400)  # a job never taken still goes away

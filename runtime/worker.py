@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from runtime.child import ChildProcess
 from runtime.envelope import envelope, failure, new_job_id, new_meta, now_ms
-from runtime.errors import FlintError, QueueUnavailable
+from runtime.errors import FlintError, InternalError, QueueUnavailable
 from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, connector_queue
 from runtime.queue import Delivery, Finished, JobQueue
@@ -161,6 +161,12 @@ class Worker:
         self._current = spec
         try:
             return self.child.run(spec, self, script)
+        except FlintError:
+            raise
+        except Exception as exc:  # a bug here must end this job, not the worker
+            logger.exception("job %s failed in the worker", spec.jobid)
+            meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
+            return envelope(failure(meta, InternalError(f"internal error running the job: {type(exc).__name__}")), {})
         finally:
             self._current = None
 

@@ -113,3 +113,12 @@ def test_missing_secret_is_a_clear_config_error(project):
     meta = json.loads(result.stdout)["meta"]
     assert meta["exit-code"] == -2
     assert "secret NOT_SET_ANYWHERE is not set" in meta["message"] and "connectors.yaml" in meta["message"]
+
+
+def test_output_with_a_lone_surrogate_is_escaped_and_a_huge_timeout_is_a_usage_error(project):
+    project.bit("t:odd.py", "output.set('odd', '\\ud800')\n")
+    result = flint("--config", str(project.config_dir), "run", "t:odd.py", cwd=project.root)
+    assert result.returncode == 0, result.stderr
+    assert '"odd": "\\ud800"' in result.stdout and json.loads(result.stdout)["meta"]["exit-code"] == 0
+    huge = flint("--config", str(project.config_dir), "run", "t:odd.py", "--timeout", "9999999999999", cwd=project.root)
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from runtime.errors import NotFound
+from runtime.errors import InvalidRequest, NotFound
 
 
 def run(project, source, body=None, **kwargs):
@@ -186,3 +186,32 @@ def test_secrets_in_the_input_are_hidden_in_log_lines_and_messages(project):
     lines = project.client().logs(env["meta"]["job-id"])
     assert lines[0]["message"] == "logging in with **********"
     assert "pw-0123456789" not in str(env) + str(lines)
+
+
+def test_a_jobs_log_is_bounded_in_lines_and_line_length(project):
+    env = run(project, """
+        log.info("x" * 100_000)
+        for i in range(10_050):
+            log.debug(f"line {i}")
+    """)
+    lines = project.client().logs(env["meta"]["job-id"])
+    assert env["meta"]["exit-code"] == 0 and len(lines) == 10_001
+    assert lines[0]["message"].endswith("... [34464 characters cut]") and len(lines[0]["message"]) < 66_000
+    assert lines[-1] == {**lines[-1], "level": "warn", "message": "log truncated: a job keeps at most 10000 lines"}
+
+
+def test_a_job_that_cannot_be_handed_to_its_process_ends_alone(project):
+    def nested(depth: int) -> list:
+        value: list = []
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    client = project.client()
+    ref = project.bit("t:ok.py", "output.set('ok', 1)\n")
+    with pytest.raises(InvalidRequest, match="the input cannot be kept as JSON: RecursionError"):
+        client.run_bit(ref, {"deep": nested(100_000)})
+    env = client.run_bit(ref, {"deep": nested(900)})  # JSON takes it; handing it over does not
+    assert (env["meta"]["status"], env["meta"]["exit-code"]) == ("error", -8), env["meta"]
+    assert env["meta"]["message"] == "could not hand the job to its process: RecursionError"
+    assert client.run_bit(ref, {})["output"] == {"ok": 1}
