@@ -196,6 +196,18 @@ def _set(message: EmailMessage, name: str, value: Any) -> None:
         raise InvalidRequest(f"invalid value for header {name}") from exc
 
 
+def _refuse_unfoldable(message: EmailMessage, name: str) -> None:
+    """-2 for a header ``email`` cannot fold under 998 octets a line (one very long word in a
+    structured header, such as an address header given in ``headers``): never sent, as a server
+    would refuse the whole message."""
+    try:
+        folded = POLICY.fold_binary(name, message[name])
+    except Exception as exc:  # folding raises several types on odd input
+        raise InvalidRequest(f"invalid value for header {name}") from exc
+    if any(len(line) > 998 for line in folded.split(b"\r\n")):
+        raise InvalidRequest(f"header {name} has a word too long to fit a line of 998 octets")
+
+
 def _flag_headers(settings: Mapping[str, Any], sender: Address, now: datetime) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     importance = settings.get("importance")
@@ -322,6 +334,7 @@ def build_message(
     _set(message, "Message-ID", make_msgid(domain=addressing.sender.domain))
     for name, value in [*_flag_headers(settings, addressing.sender, now), *extra_headers]:
         _set(message, name, value)
+        _refuse_unfoldable(message, name)
 
     content_type = settings.get("content-type") or "text/html"
     if content_type == "text/plain":

@@ -45,6 +45,11 @@ def test_line_breaks_in_custom_headers_are_refused(smtp_server: SmtpServer) -> N
     refused(smtp_server, -2, "invalid header name 'X Bad'", headers={"X Bad": "v"})
 
 
+def test_a_header_word_too_long_to_fold_is_refused_before_sending(smtp_server: SmtpServer) -> None:
+    refused(smtp_server, -2, "header Resent-Bcc has a word too long to fit a line of 998 octets",
+            headers={"Resent-Bcc": "x" * 1000})
+
+
 def test_line_breaks_in_attachment_names_are_refused(smtp_server: SmtpServer) -> None:
     inline = {"filename": "a\r\n.txt", "content": "eA=="}
     refused(smtp_server, -2, "line break in attachments[0].filename", attachments=[inline])
