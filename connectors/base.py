@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
+import fastjsonschema
 import jsonschema
 from jsonschema import Draft202012Validator
 
@@ -65,20 +66,40 @@ def _describe(error: jsonschema.ValidationError, where: str) -> str:
     return f"{prefix}{key} is not valid ({error.validator})"
 
 
-_validators: dict[int, tuple[Mapping[str, Any], Any]] = {}
+_validators: dict[int, tuple[Mapping[str, Any], Any, Any]] = {}
 
 
-def _validator_for(schema: Mapping[str, Any]) -> Any:
-    """A validator per schema object, made once: building one costs more than validating."""
+def _validators_for(schema: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(jsonschema validator, compiled check) per schema object, made once.
+
+    The compiled check (fastjsonschema: the schema turned into Python code) answers "valid?"
+    about twenty times faster; jsonschema is used only to say what is wrong.
+    """
     cached = _validators.get(id(schema))
     if cached is None or cached[0] is not schema:
-        cached = _validators[id(schema)] = (schema, _Validator(schema))
-    return cached[1]
+        try:
+            compiled = fastjsonschema.compile(dict(schema))
+        except fastjsonschema.JsonSchemaDefinitionException:
+            compiled = None  # a schema it cannot compile is checked by jsonschema alone
+        cached = _validators[id(schema)] = (schema, _Validator(schema), compiled)
+    return cached[1], cached[2]
+
+
+def _without_secrets(instance: Any) -> Any:
+    if isinstance(instance, dict) and any(isinstance(v, Secret) for v in instance.values()):
+        return {k: ("**********" if isinstance(v, Secret) else v) for k, v in instance.items()}
+    return instance
 
 
 def validate(instance: Any, schema: Mapping[str, Any], *, where: str = "") -> None:
     """Validate ``instance``; raise :class:`InvalidRequest` naming the first wrong key."""
-    validator = _validator_for(schema)
+    validator, compiled = _validators_for(schema)
+    if compiled is not None:
+        try:
+            compiled(_without_secrets(instance))
+            return
+        except fastjsonschema.JsonSchemaException:
+            pass  # say what is wrong, the way jsonschema sees it
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise InvalidRequest(_describe(errors[0], where))
