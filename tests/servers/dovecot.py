@@ -33,6 +33,8 @@ import pytest
 import trustme
 from imapclient import IMAPClient
 
+from tests.servers import dies_with_tests
+
 __all__ = ["DovecotServer", "MailAccount", "SeedMessage", "SEED", "SEED_BY_KEY", "SEED_FOLDERS", "INSTALL_HINT"]
 
 DOVECOT = Path("/usr/sbin/dovecot")
@@ -329,7 +331,7 @@ def _run_dovecot(*, tls: bool) -> Iterator[DovecotServer]:
         conf = root / "dovecot.conf"
         conf.write_text(_config(root, ports, tls=tls, uid=uid, gid=gid, login_user=login_user), encoding="utf-8")
         with open(root / "stderr.log", "wb") as stderr:
-            process = subprocess.Popen([str(DOVECOT), "-F", "-c", str(conf)],
+            process = subprocess.Popen(dies_with_tests([str(DOVECOT), "-F", "-c", str(conf)]),
                                        stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         try:
             _wait_for_ports(process, ports, root)

@@ -17,6 +17,8 @@ from typing import Iterator
 import pytest
 import redis
 
+from tests.servers import dies_with_tests
+
 INSTALL = "redis-server is not installed: apt-get install -y redis-server (or run: bash tests/run)"
 
 
@@ -48,8 +50,9 @@ class RedisServer:
     def start(self) -> "RedisServer":
         """Start the server and wait until it answers PING."""
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence,
-             "--dir", self.dir, "--protected-mode", "yes", "--loglevel", "warning"],
+            dies_with_tests([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                             *self.persistence, "--dir", self.dir, "--protected-mode", "yes",
+                             "--loglevel", "warning"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
