@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from runtime import errors
-from runtime.envelope import envelope, failure, new_meta
+from runtime.envelope import envelope, failure
 from runtime.errors import FlintError, InternalError, TimedOut, WorkerLost
 from runtime.execution import Executor, JobSpec, Link
 from runtime.settings import Settings
@@ -243,8 +243,7 @@ class ChildProcess:
 
         The job is aborted (-6) if it outlives its timeout, and the child replaced.
         """
-        meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
-        meta["timestamp"] = spec.timestamp
+        meta = spec.submitted_meta()
         if self.process is None or not self.process.is_alive():
             try:
                 self.start()

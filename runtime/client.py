@@ -11,7 +11,6 @@ import threading
 from typing import Any
 
 from runtime.embedded import EmbeddedWorkers
-from runtime.errors import NotFound
 from runtime.queue import JobQueue, connect
 from runtime.registry import ConnectorRegistry
 from runtime.settings import Settings
@@ -102,8 +101,3 @@ class FlintClient:
     def read_bit(self, ref: str) -> str:
         """A flintbit's source."""
         return self.store.find(ref).source
-
-    def require_job(self, jobid: str) -> None:
-        """NotFound unless ``jobid`` exists."""
-        if not self.queue.redis.exists(self.queue.keys.job(jobid)):
-            raise NotFound(f"no such job: {jobid}")

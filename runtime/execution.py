@@ -25,7 +25,7 @@ from typing import Any, Iterator, Protocol
 
 from connectors import ConnectorCall
 from runtime.configuration import Secret, load_yaml
-from runtime.envelope import Status, envelope, failure, finish, new_meta, now_ms
+from runtime.envelope import envelope, failure, finish, new_meta, now_ms
 from runtime.errors import FlintError, InternalError, InvalidRequest, LimitExceeded, TimedOut
 from runtime.registry import ConnectorRegistry
 from runtime.script import Call, FlintbitExit, GlobalConfig, Input, Log, Output
@@ -65,6 +65,12 @@ class JobSpec:
     def context(self) -> str:
         """The envelope's ``context``: the ref, or ``connector:<name>``."""
         return self.target if self.kind == "bit" else f"connector:{self.target}"
+
+    def submitted_meta(self) -> dict[str, Any]:
+        """The job's meta as submitted: its id, context, timeout, caller and submission time."""
+        meta = new_meta(context=self.context, timeout=self.timeout, username=self.username, jobid=self.jobid)
+        meta["timestamp"] = self.timestamp
+        return meta
 
     def to_json(self) -> str:
         """Serialised for Redis."""
@@ -264,8 +270,7 @@ class Executor:
         if isinstance(spec.input, dict):  # secrets handed in as input are hidden from the start
             for key in SECRET_INPUT_KEYS & set(spec.input):
                 self.redact.add(spec.input[key])
-        meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
-        meta["timestamp"] = spec.timestamp
+        meta = spec.submitted_meta()
         output: dict[str, Any] = {}
         try:
             with self.deadlines.limit(spec.timeout) as token:
@@ -409,8 +414,3 @@ def _input_for(spec: JobSpec) -> Input:
 def current_namespace() -> dict[str, Any] | None:
     """The globals of the flintbit running on this thread, for ``from runtime import output``."""
     return getattr(_current, "namespace", None)
-
-
-def is_final(meta: dict[str, Any]) -> bool:
-    """True when ``meta`` describes a job that has ended."""
-    return Status(meta.get("status", "submitted")).final

@@ -163,8 +163,7 @@ class JobQueue:
         except (RecursionError, ValueError, TypeError) as exc:
             raise InvalidRequest(f"the input cannot be kept as JSON: {type(exc).__name__}") from None
         self._ensure_group(queue)
-        meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
-        meta["timestamp"] = spec.timestamp
+        meta = spec.submitted_meta()
         key = self.keys.job(spec.jobid)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, mapping={"status": Status.SUBMITTED.value, "meta": json.dumps(meta),
@@ -342,9 +341,13 @@ class JobQueue:
 
         True if stored.
         """
-        finished = Finished(jobid, result, worker_id, queue, entry, logs)
+        return self.store(Finished(jobid, result, worker_id, queue, entry, logs))
+
+    @queue_errors
+    def store(self, finished: "Finished") -> bool:
+        """:meth:`finish` for a result the worker already holds as a :class:`Finished`."""
         if finished.logs:
-            self.append_log(jobid, finished.logs)
+            self.append_log(finished.jobid, finished.logs)
         return self._report_finish(finished, self._finish_call(finished))
 
     def _finish_arguments(self, finished: "Finished") -> tuple[list[str], list[Any]]:

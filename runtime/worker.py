@@ -19,7 +19,7 @@ import uuid
 from typing import Any, Sequence
 
 from runtime.child import ChildProcess
-from runtime.envelope import envelope, failure, new_job_id, new_meta, now_ms
+from runtime.envelope import envelope, failure, new_job_id, now_ms
 from runtime.errors import FlintError, InternalError, QueueUnavailable
 from runtime.execution import JobSpec
 from runtime.keys import BITS_QUEUE, connector_queue
@@ -104,8 +104,7 @@ class Worker:
                     self.tick()
                     if delivery is None and self._own_pending:
                         if finished is not None:  # its entry is pending too, until the result is in
-                            self.queue.finish(finished.jobid, finished.result, worker_id=self.id,
-                                              queue=finished.queue, entry=finished.entry, logs=finished.logs)
+                            self.queue.store(finished)
                             finished = None
                         delivery = self.queue.own_pending(self.id, self.queues)
                         self._own_pending = delivery is not None
@@ -153,9 +152,7 @@ class Worker:
             try:
                 script = self.store.resolve(spec.target, uploaded)
             except FlintError as exc:
-                meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
-                meta["timestamp"] = spec.timestamp
-                return envelope(failure(meta, exc), {})
+                return envelope(failure(spec.submitted_meta(), exc), {})
             if not spec.retryable and self._declares_retryable(script):
                 self.queue.mark_retryable(spec.jobid)
         self._current = spec
@@ -165,8 +162,8 @@ class Worker:
             raise
         except Exception as exc:  # a bug here must end this job, not the worker
             logger.exception("job %s failed in the worker", spec.jobid)
-            meta = new_meta(context=spec.context, timeout=spec.timeout, username=spec.username, jobid=spec.jobid)
-            return envelope(failure(meta, InternalError(f"internal error running the job: {type(exc).__name__}")), {})
+            error = InternalError(f"internal error running the job: {type(exc).__name__}")
+            return envelope(failure(spec.submitted_meta(), error), {})
         finally:
             self._current = None
 
@@ -184,8 +181,7 @@ class Worker:
         give_up = time.monotonic() + max(self.settings.lost_after, 5.0)
         while True:
             try:
-                self.queue.finish(finished.jobid, finished.result, worker_id=self.id, queue=finished.queue,
-                                  entry=finished.entry, logs=finished.logs)
+                self.queue.store(finished)
                 return
             except QueueUnavailable as exc:
                 if time.monotonic() > give_up:
