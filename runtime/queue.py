@@ -96,11 +96,15 @@ def _last_delivered(groups: Any) -> str:
     return "0-0"
 
 
-def _entries(entries: Any) -> list[tuple[str, dict[str, str]]]:
-    """Stream entries as ``[(id, fields)]`` whichever reply shape (RESP2 or RESP3) the client gave."""
-    if entries and isinstance(entries[0], (list, tuple)) and len(entries[0]) == 2:
-        return [(entry_id, fields) for entry_id, fields in entries]
-    return []
+def _entries(reply: Any) -> list[tuple[str, str, dict[str, str]]]:
+    """An XREAD/XREADGROUP reply as ``[(stream, id, fields)]``, whichever shape (RESP2 list or
+    RESP3 map) the client gave."""
+    found = []
+    for stream, entries in (reply.items() if isinstance(reply, dict) else reply or []):
+        for entry in entries or []:
+            if isinstance(entry, (list, tuple)) and len(entry) == 2:
+                found.append((stream, entry[0], entry[1]))
+    return found
 
 
 class Finished:
@@ -288,9 +292,8 @@ class JobQueue:
         delivered = replies[0]
         if isinstance(delivered, Exception):
             raise delivered
-        for name, entries in (delivered.items() if isinstance(delivered, dict) else delivered or []):
-            for entry_id, fields in _entries(entries):
-                return Delivery(name.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
+        for name, entry_id, fields in _entries(delivered):
+            return Delivery(name.rsplit(":queue:", 1)[1], entry_id, fields.get("job", ""))
         return None
 
     @queue_errors
@@ -303,11 +306,10 @@ class JobQueue:
         for queue in queues:
             self._ensure_group(queue)
             reply = self.redis.xreadgroup(GROUP, consumer, {self.keys.queue(queue): "0"}, count=1)
-            for _, entries in (reply.items() if isinstance(reply, dict) else reply or []):
-                for entry_id, fields in _entries(entries):
-                    if fields:  # an entry deleted since delivery comes back with no fields
-                        return Delivery(queue, entry_id, fields.get("job", ""))
-                    self.redis.xack(self.keys.queue(queue), GROUP, entry_id)
+            for _, entry_id, fields in _entries(reply):
+                if fields:  # an entry deleted since delivery comes back with no fields
+                    return Delivery(queue, entry_id, fields.get("job", ""))
+                self.redis.xack(self.keys.queue(queue), GROUP, entry_id)
         return None
 
     @queue_errors
